@@ -1,0 +1,45 @@
+# The two commands a user needs: `make run` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Stages and flows are imported as top-level packages from the repo root.
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup run test test-fast ui lock check-java clean
+
+setup: check-java $(STAMP)
+
+check-java:
+	@java -version >/dev/null 2>&1 || { \
+	  echo "ERROR: Java is not installed or not on PATH. METEOR 1.5 (pycocoevalcap) runs as a Java jar." >&2; \
+	  echo "       Install a JRE (Debian: apt-get install -y default-jre-headless) and retry." >&2; \
+	  exit 1; }
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+run: setup
+	$(VENV)/bin/dvc repro
+	@echo
+	@echo "Done. Reports: reports/index.md (data: reports/data.md)"
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+ui: setup
+	$(PY) -m flows.serve
+
+lock:
+	@echo "# Exact versions, installed by 'make setup' (pip, Python 3.11, x86_64). Regenerate: make lock" > requirements.lock
+	$(VENV)/bin/pip freeze --exclude-editable | sort -f >> requirements.lock
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,166 @@
+"""Typed, validated view of params.yaml: one frozen class per section.
+
+Unknown keys and wrong types fail with a `ConfigError` that names the key
+(`synthetic.n_images: Input should be a valid integer`). Models receive only
+their own section. Add a section by writing its class and a field on `Config`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, naming the offending key."""
+
+
+class Section(BaseModel):
+    """Base of every params section: frozen, no unknown keys, no coercion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RunConfig(Section):
+    seed: int = 0
+    # Fails loudly instead of silently using a nondeterministic kernel.
+    deterministic: bool = True
+
+
+class PathsConfig(Section):
+    """Roots of every artifact; `refexp.paths` derives the rest (and dvc.yaml templates these)."""
+
+    data: str = "data"
+    models: str = "models"
+    reports: str = "reports"
+
+
+DatasetFormat = Literal["referit", "coco", "visual_genome", "refer", "glove"]
+DatasetSource = Literal["synthetic", "local", "official"]
+
+
+class DatasetConfig(Section):
+    format: DatasetFormat
+    source: DatasetSource
+    # Directory to import from, for source=local (relative to the repo root).
+    root: str | None = None
+
+    @model_validator(mode="after")
+    def _root_for_local(self) -> "DatasetConfig":
+        if self.source == "local" and not self.root:
+            raise ValueError("source 'local' needs 'root', the directory to import from")
+        return self
+
+
+class FetchDataConfig(Section):
+    # Which entries of `datasets` the DAG fetches.
+    datasets: list[str] = Field(default_factory=lambda: ["referit", "coco", "visual_genome"])
+
+
+class ExpressionMix(Section):
+    """Relative weights of the grammar's expression kinds."""
+
+    attribute: float = 1.0
+    position: float = 1.0
+    relation: float = 1.0
+
+
+class SyntheticConfig(Section):
+    n_images: int = Field(400, ge=1)
+    image_width: int = Field(128, ge=32)
+    image_height: int = Field(128, ge=32)
+    min_objects: int = Field(2, ge=1)
+    max_objects: int = Field(6, ge=1)
+    expressions_per_target: int = Field(3, ge=1)
+    expression_mix: ExpressionMix = ExpressionMix()
+    # Share of scenes that contain a "twin": two objects of one category and colour.
+    twin_fraction: float = Field(0.6, ge=0.0, le=1.0)
+    captions_per_image: int = Field(5, ge=1)
+    vg_regions_per_image: int = Field(6, ge=1)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SyntheticConfig":
+        if self.min_objects > self.max_objects:
+            raise ValueError("min_objects must be <= max_objects")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1")
+        return self
+
+
+class PrepareReferitConfig(Section):
+    datasets: list[str] = Field(default_factory=lambda: ["referit"])
+    # Words seen fewer times in train map to <unk>.
+    min_word_count: int = Field(1, ge=1)
+    max_tokens: int = Field(20, ge=1)
+
+
+class PrepareCocoConfig(Section):
+    datasets: list[str] = Field(default_factory=lambda: ["coco"])
+    min_word_count: int = Field(1, ge=1)
+    max_tokens: int = Field(20, ge=1)
+
+
+class ReportDataConfig(Section):
+    histogram_max_tokens: int = Field(20, ge=1)
+    sample_images: int = Field(2, ge=1)
+
+
+class Config(Section):
+    run: RunConfig = RunConfig()
+    paths: PathsConfig = PathsConfig()
+    datasets: dict[str, DatasetConfig]
+    fetch_data: FetchDataConfig = FetchDataConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    prepare_referit: PrepareReferitConfig = PrepareReferitConfig()
+    prepare_coco: PrepareCocoConfig = PrepareCocoConfig()
+    report_data: ReportDataConfig = ReportDataConfig()
+
+    @model_validator(mode="after")
+    def _dataset_names_exist(self) -> "Config":
+        for section in ("fetch_data", "prepare_referit", "prepare_coco"):
+            for name in getattr(self, section).datasets:
+                if name not in self.datasets:
+                    raise ValueError(f"{section}.datasets names unknown dataset '{name}'")
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise ConfigError(f"datasets.{name}: no such dataset in params (have {sorted(self.datasets)})") from None
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{key}: {msg}")
+    return f"invalid params in {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "<params>") -> Config:
+    """Validate a params mapping; raise ConfigError naming every bad key."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(dict(raw))
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_config(raw or {}, source=str(path))
