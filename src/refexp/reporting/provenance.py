@@ -1,0 +1,34 @@
+"""What every report records: the git revision and the params it was made with."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from refexp.config import Config
+
+
+def git_revision(root: str | Path = ".") -> str:
+    """HEAD's commit, with '+dirty' when tracked files differ from it; 'unknown' outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def report_header(cfg: Config, title: str, sections: tuple[str, ...] = (), root: str | Path = ".") -> str:
+    """Markdown header: title, git revision, seed, and the params sections the report depends on."""
+    lines = [f"# {title}", "", f"- git revision: `{git_revision(root)}`", f"- seed: `{cfg.run.seed}`"]
+    if sections:
+        dumped = {name: getattr(cfg, name).model_dump() if hasattr(getattr(cfg, name), "model_dump")
+                  else getattr(cfg, name) for name in sections}
+        dumped = {k: ({n: d.model_dump() for n, d in v.items()} if isinstance(v, dict) else v)
+                  for k, v in dumped.items()}
+        lines += ["", "<details><summary>params</summary>", "", "```yaml",
+                  yaml.safe_dump(dumped, sort_keys=True).rstrip(), "```", "", "</details>"]
+    return "\n".join(lines) + "\n"
