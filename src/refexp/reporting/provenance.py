@@ -25,10 +25,7 @@ def report_header(cfg: Config, title: str, sections: tuple[str, ...] = (), root:
     """Markdown header: title, git revision, seed, and the params sections the report depends on."""
     lines = [f"# {title}", "", f"- git revision: `{git_revision(root)}`", f"- seed: `{cfg.run.seed}`"]
     if sections:
-        dumped = {name: getattr(cfg, name).model_dump() if hasattr(getattr(cfg, name), "model_dump")
-                  else getattr(cfg, name) for name in sections}
-        dumped = {k: ({n: d.model_dump() for n, d in v.items()} if isinstance(v, dict) else v)
-                  for k, v in dumped.items()}
+        dumped = cfg.model_dump(include=set(sections))
         lines += ["", "<details><summary>params</summary>", "", "```yaml",
                   yaml.safe_dump(dumped, sort_keys=True).rstrip(), "```", "", "</details>"]
     return "\n".join(lines) + "\n"
