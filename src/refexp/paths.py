@@ -47,9 +47,9 @@ class Paths:
     def plots(self, stage: str, item: str) -> Path:
         return self.reports / "plots" / stage / f"{item}.csv"
 
-    @property
-    def figures(self) -> Path:
-        return self.reports / "figures"
+    def figures(self, report: str) -> Path:
+        """Figures of one report: reports/figures/<report>/ (one DVC output per report)."""
+        return self.reports / "figures" / report
 
     def report(self, name: str) -> Path:
         return self.reports / f"{name}.md"
