@@ -30,3 +30,33 @@ def shared_data() -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+TINY_OVERRIDES = {
+    "synthetic": {"n_images": 12, "image_width": 64, "image_height": 64},
+}
+
+
+def tiny_config(overrides: dict | None = None):
+    """The repo's params.yaml with a tiny synthetic world and the given overrides, validated."""
+    import yaml
+
+    from refexp.config import parse_config
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw = deep_merge(deep_merge(raw, TINY_OVERRIDES), overrides or {})
+    return parse_config(raw, source="tiny params")
+
+
+@pytest.fixture
+def in_tmp_dir(tmp_path, monkeypatch):
+    """Run in an empty working directory (stages resolve paths relative to the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

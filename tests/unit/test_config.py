@@ -1,0 +1,86 @@
+import pytest
+import yaml
+
+from refexp.config import ConfigError, load_config, parse_config
+from refexp.paths import Paths
+from tests.conftest import REPO_ROOT, deep_merge
+
+
+def _raw():
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_load():
+    cfg = load_config(REPO_ROOT / "params.yaml")
+    assert cfg.synthetic.image_width == 128
+    assert cfg.dataset("referit").source == "synthetic"
+
+
+def test_unknown_key_is_named():
+    raw = deep_merge(_raw(), {"synthetic": {"n_imags": 3}})
+    with pytest.raises(ConfigError, match=r"synthetic\.n_imags: unknown key"):
+        parse_config(raw)
+
+
+def test_unknown_section_is_named():
+    raw = deep_merge(_raw(), {"trainig": {"steps": 3}})
+    with pytest.raises(ConfigError, match=r"trainig: unknown key"):
+        parse_config(raw)
+
+
+def test_wrong_type_is_named():
+    raw = deep_merge(_raw(), {"synthetic": {"n_images": "many"}})
+    with pytest.raises(ConfigError, match=r"synthetic\.n_images: .*integer"):
+        parse_config(raw)
+
+
+def test_float_for_int_is_refused():
+    raw = deep_merge(_raw(), {"run": {"seed": 1.5}})
+    with pytest.raises(ConfigError, match=r"run\.seed"):
+        parse_config(raw)
+
+
+def test_cross_field_rule():
+    raw = deep_merge(_raw(), {"synthetic": {"min_objects": 5, "max_objects": 3}})
+    with pytest.raises(ConfigError, match="min_objects must be <= max_objects"):
+        parse_config(raw)
+
+
+def test_local_source_needs_root():
+    raw = deep_merge(_raw(), {"datasets": {"referit": {"format": "referit", "source": "local"}}})
+    with pytest.raises(ConfigError, match=r"datasets\.referit.*root"):
+        parse_config(raw)
+
+
+def test_unknown_dataset_reference():
+    raw = deep_merge(_raw(), {"prepare_referit": {"datasets": ["nope"]}})
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+        parse_config(raw)
+
+
+def test_config_is_frozen():
+    cfg = parse_config(_raw())
+    with pytest.raises(Exception):
+        cfg.run.seed = 3
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "params.yaml")
+
+
+def test_bad_yaml(tmp_path):
+    (tmp_path / "params.yaml").write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "params.yaml")
+
+
+def test_paths_are_derived_from_params():
+    raw = deep_merge(_raw(), {"paths": {"data": "elsewhere"}})
+    paths = Paths.from_config(parse_config(raw), root="/r")
+    assert str(paths.raw("referit")) == "/r/elsewhere/raw/referit"
+    assert str(paths.tuples("referit")) == "/r/elsewhere/prepare_referit/referit/tuples.parquet"
+    assert str(paths.tuples("coco")).endswith("elsewhere/prepare_coco/coco/tuples.parquet")
+    assert str(paths.metrics("fetch_data", "coco")) == "/r/reports/metrics/fetch_data/coco.json"
+    with pytest.raises(KeyError):
+        paths.tuples("missing")
