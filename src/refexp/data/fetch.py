@@ -51,13 +51,13 @@ def fetch_synthetic(cfg: Config, name: str, out_dir: Path) -> dict:
 def fetch_local(cfg: Config, name: str, out_dir: Path, root: Path = Path(".")) -> dict:
     src = (root / cfg.dataset(name).root).resolve()
     if not src.is_dir():
-        raise DataError(f"datasets.{name}.root: directory not found: {src}")
+        raise DataError(src, f"directory not found (params datasets.{name}.root)")
     tmp = _fresh_tmp(out_dir)
     # A real copy, not hard links: DVC moves and chmods its outputs, which must never touch the source.
     try:
         shutil.copytree(src, tmp, symlinks=False)
     except shutil.Error as err:
-        raise DataError(f"importing {src} failed: {err}") from None
+        raise DataError(src, f"import failed: {err}") from None
     n_files = sum(1 for p in tmp.rglob("*") if p.is_file())
     _replace_dir(tmp, out_dir)
     log.info("imported %d files from %s", n_files, src)

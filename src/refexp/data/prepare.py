@@ -81,7 +81,7 @@ def _coco_files(raw_dir: Path, kind: str) -> list[tuple[str, str, Path]]:
         if m:
             found.append((m.group(2), f"{m.group(2)}{m.group(3)}", path))
     if not found:
-        raise DataError(f"{raw_dir}: no COCO {kind}_<train|val><year>.json file found")
+        raise DataError(raw_dir, f"no COCO {kind}_<train|val><year>.json file found")
     return found
 
 
