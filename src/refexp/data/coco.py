@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 _IMAGE_SET_IN_NAME = re.compile(r"(train|val|test)(\d{4})")
 
 
-def _read_coco(path: Path, required: tuple[str, ...]) -> COCO:
+def read_coco(path: Path, required: tuple[str, ...]) -> COCO:
+    """A pycocotools COCO index of `path`, after checking the keys it indexes by."""
     data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(path, f"expected a COCO JSON object, got {type(data).__name__}")
@@ -111,7 +112,7 @@ def _typed(cols: dict[str, list]) -> pd.DataFrame:
 
 def load_categories(path: str | Path) -> pd.DataFrame:
     path = Path(path)
-    coco = _read_coco(path, ("images", "annotations", "categories"))
+    coco = read_coco(path, ("images", "annotations", "categories"))
     cats = sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"])
     return pd.DataFrame({
         "category_id": pd.Series([c["id"] for c in cats], dtype="int64"),
@@ -125,7 +126,7 @@ def load_instances(path: str | Path, skips: SkipCounter | None = None,
     """One row per annotation whose image is listed; masks as compressed RLE."""
     path = Path(path)
     skips = SkipCounter() if skips is None else skips
-    coco = _read_coco(path, ("images", "annotations", "categories"))
+    coco = read_coco(path, ("images", "annotations", "categories"))
     folder = image_dir if image_dir is not None else image_set(path, coco.dataset["images"])
     cols: dict[str, list] = {c: [] for c in (
         "image_id", "file_name", "image_path", "image_width", "image_height", "region_id",
@@ -178,7 +179,7 @@ def load_captions(path: str | Path, skips: SkipCounter | None = None,
     """One row per caption whose image is listed."""
     path = Path(path)
     skips = SkipCounter() if skips is None else skips
-    coco = _read_coco(path, ("images", "annotations"))
+    coco = read_coco(path, ("images", "annotations"))
     folder = image_dir if image_dir is not None else image_set(path, coco.dataset["images"])
     cols: dict[str, list] = {c: [] for c in (
         "image_id", "file_name", "image_path", "image_width", "image_height", "caption_id", "caption", "tokens")}
