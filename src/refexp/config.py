@@ -6,6 +6,7 @@ their own section. Add a section by writing its class and a field on `Config`.
 """
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -59,6 +60,22 @@ class DatasetConfig(Section):
 class FetchDataConfig(Section):
     # Which entries of `datasets` the DAG fetches.
     datasets: list[str] = Field(default_factory=lambda: ["referit", "coco", "visual_genome"])
+    # Source `official` (refexp.data.official): artifact manifest (data) and the lock file that
+    # records each hash the manifest leaves null the first time it is seen (commit it).
+    manifest: str = "src/refexp/data/manifest.yaml"
+    hash_lock: str = "data_manifest.lock.yaml"
+    # all = every artifact; annotations = skip the image archives (COCO/VG/ReferIt images).
+    subset: Literal["all", "annotations"] = "all"
+    # Manifest artifacts marked optional (e.g. region_graphs.json.zip) to fetch as well.
+    optional_artifacts: list[str] = Field(default_factory=list)
+    # Per mirror: 1 + retries attempts, waiting backoff_seconds * backoff_factor**k (capped).
+    retries: int = Field(5, ge=0)
+    backoff_seconds: float = Field(2.0, ge=0)
+    backoff_factor: float = Field(2.0, ge=1)
+    max_backoff_seconds: float = Field(300.0, ge=0)
+    timeout_seconds: float = Field(60.0, gt=0)
+    # Disk left free after every download and extraction.
+    min_free_gb: float = Field(2.0, ge=0)
 
 
 class ExpressionMix(Section):
@@ -211,6 +228,39 @@ class AttentionRegressionConfig(Section):
             raise ConfigError(_format_errors(err, f"attention_regression.variants.{name}")) from None
 
 
+class StageRetryConfig(Section):
+    """How the Prefect flow retries one DVC stage: retry k waits delay_seconds * backoff**k."""
+
+    retries: int = Field(0, ge=0)
+    delay_seconds: float = Field(0.0, ge=0)
+    backoff: float = Field(1.0, ge=1)
+
+    def delays(self) -> list[float]:
+        return [self.delay_seconds * self.backoff**k for k in range(self.retries)]
+
+
+class FlowsConfig(Section):
+    """The Prefect flow over the DVC stages (flows/) and the deployment `make ui` serves."""
+
+    deployment: str = "refexp-pipeline"
+    # Cron schedule of the served deployment (interpreted in `timezone`).
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+    # Local Prefect server: http://127.0.0.1:<server_port>.
+    server_port: int = Field(4200, ge=1024, le=65535)
+    # Retries of stages matching no pattern below.
+    default: StageRetryConfig = StageRetryConfig()
+    # fnmatch pattern on the stage name (without @item) -> retries; the first match wins.
+    stages: dict[str, StageRetryConfig] = Field(default_factory=dict)
+
+    def retry_for(self, stage: str) -> StageRetryConfig:
+        name = stage.split("@", 1)[0]
+        for pattern, retry in self.stages.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return retry
+        return self.default
+
+
 class Config(Section):
     run: RunConfig = RunConfig()
     paths: PathsConfig = PathsConfig()
@@ -222,6 +272,7 @@ class Config(Section):
     report_data: ReportDataConfig = ReportDataConfig()
     training: TrainingConfig = TrainingConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
+    flows: FlowsConfig = FlowsConfig()
 
     @model_validator(mode="after")
     def _dataset_names_exist(self) -> "Config":

@@ -34,6 +34,11 @@ class Paths:
     def raw(self, dataset: str) -> Path:
         return self.data / "raw" / dataset
 
+    @property
+    def downloads(self) -> Path:
+        """Verified official archives (source `official`), kept for resume and re-extraction."""
+        return self.data / "downloads"
+
     def stage_dir(self, stage: str, item: str) -> Path:
         return self.data / stage / item
 
