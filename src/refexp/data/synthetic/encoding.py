@@ -1,0 +1,92 @@
+"""Byte-deterministic encoders for the files the synthetic world writes.
+
+Same input -> same bytes, always: JPEG through PIL with fixed quality and no
+metadata; MATLAB .mat through scipy with the 116-byte header text (which scipy
+stamps with the creation time) replaced by a fixed one; JSON in a fixed key order;
+proposals in numpy's savetxt float format. Masks become COCO polygons (contourpy
+iso-lines at 0.5, which rasterise back exactly through pycocotools) or uncompressed
+COCO RLE (for masks with holes, which polygons cannot express).
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import contourpy
+import numpy as np
+import scipy.io
+from PIL import Image
+from scipy import ndimage
+
+JPEG_QUALITY = 92
+MAT_HEADER_BYTES = 116
+MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: refexp synthetic world"
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False,
+                                           progressive=False, subsampling=0)
+    return buf.getvalue()
+
+
+def referit_mask_mat(mask: np.ndarray) -> bytes:
+    """text_objseg's ReferIt mask file: key `segimg_t`, uint8, region pixels 0, others 1."""
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"segimg_t": np.where(mask, 0, 1).astype(np.uint8)}, do_compression=True)
+    data = bytearray(buf.getvalue())
+    data[:MAT_HEADER_BYTES] = MAT_HEADER_TEXT.ljust(MAT_HEADER_BYTES, b" ")
+    return bytes(data)
+
+
+def proposals_text(boxes: np.ndarray) -> bytes:
+    """Rows `x1 y1 x2 y2` in the float format of the released EdgeBox proposal files."""
+    buf = io.StringIO()
+    np.savetxt(buf, np.asarray(boxes, dtype=np.float64), fmt="%16.7e", delimiter="")
+    return buf.getvalue().encode("ascii")
+
+
+def referit_json(obj: Any) -> bytes:
+    """JSON as text_objseg's save_json writes it (one item per line)."""
+    return json.dumps(obj, separators=(",\n", ":\n")).encode("utf-8")
+
+
+def compact_json(obj: Any) -> bytes:
+    return json.dumps(obj).encode("utf-8")
+
+
+def has_holes(mask: np.ndarray) -> bool:
+    return bool((ndimage.binary_fill_holes(mask) & ~mask).any())
+
+
+def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+    """COCO polygons [[x0, y0, x1, y1, ...], ...] tracing each connected piece of `mask`.
+
+    Iso-lines at 0.5 of the zero-padded mask run along pixel edges (corners cut at
+    45 degrees); shifting by -0.5 (undo the pad: -1; pixel j spans [j, j+1): +0.5) puts
+    them in COCO's pixel convention, where pycocotools rasterises them back to the same
+    pixels. Collinear points are dropped.
+    """
+    z = np.pad(mask, 1).astype(np.float64)
+    polygons = []
+    for line in contourpy.contour_generator(z=z).lines(0.5):
+        pts = line[:-1] if len(line) > 1 and np.array_equal(line[0], line[-1]) else line
+        if len(pts) >= 3:
+            prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
+            cross = (pts[:, 0] - prev[:, 0]) * (nxt[:, 1] - pts[:, 1]) - (pts[:, 1] - prev[:, 1]) * (nxt[:, 0] - pts[:, 0])
+            pts = pts[cross != 0]
+        if len(pts) >= 3:
+            polygons.append([round(float(v), 2) for v in (pts - 0.5).ravel()])
+    return polygons
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE: column-major run lengths starting with background."""
+    flat = np.asarray(mask, dtype=np.uint8).ravel(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0] + counts
+    return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}

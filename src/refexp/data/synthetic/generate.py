@@ -1,0 +1,138 @@
+"""Build the synthetic world and write it in the requested real formats.
+
+Determinism: image i is built from its own generator `default_rng([seed, 7, i])`, the
+split from `default_rng([seed, 11])`; nothing reads the clock, uuids, or set order,
+and every encoder is byte-stable (see encoding.py). So one seed gives byte-identical
+files, and the world does not depend on which formats are written.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from refexp.data.synthetic import encoding
+from refexp.data.synthetic.grammar import KINDS, normalise_mix, scene_expressions
+from refexp.data.synthetic.language import captions, region_descriptions
+from refexp.data.synthetic.proposals import edgebox_like_proposals
+from refexp.data.synthetic.scene import SceneParams, make_scene
+from refexp.data.synthetic.writers import WRITERS, SyntheticImage
+
+log = logging.getLogger(__name__)
+
+FORMATS = tuple(WRITERS)
+# A scene where some region has no unambiguous expression is redrawn up to this many times.
+SCENE_ATTEMPTS = 8
+
+
+def assign_splits(n_images: int, seed: int, val_fraction: float, test_fraction: float) -> list[str]:
+    """Split name per image index: a seeded permutation cut into val, test and train."""
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+        raise ValueError(f"need 0 <= val_fraction, test_fraction and a sum < 1, got {val_fraction}, {test_fraction}")
+    order = np.random.default_rng([seed, 11]).permutation(n_images)
+    n_val, n_test = round(n_images * val_fraction), round(n_images * test_fraction)
+    splits = ["train"] * n_images
+    for rank, i in enumerate(order):
+        if rank < n_val:
+            splits[i] = "val"
+        elif rank < n_val + n_test:
+            splits[i] = "test"
+    return splits
+
+
+def build_image(index: int, seed: int, split: str, params: SceneParams, weights: np.ndarray,
+                expressions_per_target: int, captions_per_image: int, vg_regions_per_image: int) -> SyntheticImage:
+    """Everything about image `index` (id index + 1), from its own seeded generator."""
+    rng = np.random.default_rng([seed, 7, index])
+    for _ in range(SCENE_ATTEMPTS):
+        scene = make_scene(rng, params)
+        expressions = scene_expressions(scene, expressions_per_target, weights, rng)
+        if all(expressions):
+            break
+    return SyntheticImage(
+        image_id=index + 1, split=split, scene=scene, expressions=expressions,
+        captions=captions(scene, captions_per_image, rng),
+        region_descriptions=region_descriptions(scene, vg_regions_per_image, rng),
+        proposals=edgebox_like_proposals(scene, rng),
+    )
+
+
+def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_height: int = 128,
+                min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
+                expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
+                captions_per_image: int = 5, vg_regions_per_image: int = 6, val_fraction: float = 0.1,
+                test_fraction: float = 0.2) -> Iterator[SyntheticImage]:
+    """The world's images in id order, without writing anything (what `generate` writes)."""
+    if n_images < 1:
+        raise ValueError(f"n_images must be >= 1, got {n_images}")
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    weights = normalise_mix(dict(expression_mix) if expression_mix is not None else dict.fromkeys(KINDS, 1.0))
+    params = SceneParams(width=image_width, height=image_height, min_objects=min_objects,
+                         max_objects=max_objects, twin_fraction=twin_fraction)
+    splits = assign_splits(n_images, seed, val_fraction, test_fraction)
+    for index in range(n_images):
+        yield build_image(index, seed, splits[index], params, weights, expressions_per_target,
+                          captions_per_image, vg_regions_per_image)
+
+
+def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int = 128, image_height: int = 128,
+             min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
+             expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
+             captions_per_image: int = 5, vg_regions_per_image: int = 6, val_fraction: float = 0.1,
+             test_fraction: float = 0.2, formats: Iterable[str] = FORMATS) -> dict:
+    """Write the synthetic world to out_dir/<format>/ for each format; return counts.
+
+    The keyword arguments are the fields of SyntheticConfig (expression_mix as a
+    {kind: weight} dict; None means equal weights). Each format directory is written
+    under a temporary name and renamed when complete, replacing a previous one.
+    """
+    world = dict(image_width=image_width, image_height=image_height, min_objects=min_objects,
+                 max_objects=max_objects, expressions_per_target=expressions_per_target,
+                 expression_mix=expression_mix, twin_fraction=twin_fraction,
+                 captions_per_image=captions_per_image, vg_regions_per_image=vg_regions_per_image,
+                 val_fraction=val_fraction, test_fraction=test_fraction)
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in WRITERS]
+    if unknown or not formats:
+        raise ValueError(f"formats: unknown or empty {unknown or formats} (known: {list(WRITERS)})")
+    if hasattr(expression_mix, "model_dump"):  # an ExpressionMix section passed as is
+        world["expression_mix"] = expression_mix.model_dump()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = {f: out_dir / f".{f}.partial" for f in formats}
+    for path in tmp.values():
+        shutil.rmtree(path, ignore_errors=True)
+    writers = {f: WRITERS[f](tmp[f]) for f in formats}
+
+    stats: Counter = Counter()
+    for item in iter_images(n_images, seed, **world):
+        item.jpeg = encoding.jpeg_bytes(item.scene.image)
+        for writer in writers.values():
+            writer.add(item)
+        _tally(stats, item)
+    counts = {"images": n_images, **{k: stats[k] for k in sorted(stats)}}
+    for f, writer in writers.items():
+        counts.update(writer.finish())
+        final = out_dir / f
+        shutil.rmtree(final, ignore_errors=True)
+        tmp[f].rename(final)
+    log.info("synthetic world: %s", counts)
+    return counts
+
+
+def _tally(stats: Counter, item: SyntheticImage) -> None:
+    scene = item.scene
+    stats[f"{item.split}_images"] += 1
+    stats["objects"] += len(scene.objects)
+    stats["stuff_regions"] += len(scene.stuff)
+    stats["twin_objects"] += len(scene.twin_objects())
+    stats["scenes_with_twins"] += int(scene.has_twins)
+    stats["objects_dropped_for_occlusion"] += scene.dropped_objects
+    for exprs in item.expressions:
+        for e in exprs:
+            stats[f"expressions_{e.kind}"] += 1

@@ -1,0 +1,191 @@
+"""Writers of the three real layouts, fed one synthetic image at a time.
+
+- ReferIt (Hu et al.'s text_objseg / SCRC release, laid out like ../shared/data/referit):
+  images/<id>.jpg, mask/<id>_<k>.mat, proposals/<id>.txt, splits/referit_<split>_imlist.txt,
+  annotations/referit_{query_<split>,bbox,imcrop,imsize}.json, plus the sidecar
+  annotations/referit_expression_kinds.json ({"<id>_<k>": [kind per expression]}).
+- COCO 2014: annotations/{instances,captions}_{train,val}2014.json, train2014/ and val2014/
+  images named COCO_<split>2014_%012d.jpg. Our val AND test images both go to val2014 (as
+  in the Karpathy captioning splits); annotations/synthetic_image_splits.json maps every
+  image id to train/val/test. Instances are the objects (stuff is not a COCO 2014 thing).
+- Visual Genome v1.2: region_descriptions.json, image_data.json, VG_100K/<id>.jpg.
+  Region width/height count pixels (x2 - x1 + 1). coco_id is the same image in coco/.
+
+Image ids are the same integers in all three (1..n_images).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from refexp.data.synthetic import encoding
+from refexp.data.synthetic.grammar import Expression
+from refexp.data.synthetic.language import RegionDescription
+from refexp.data.synthetic.scene import Scene
+from refexp.data.synthetic.vocabulary import SHAPES
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SyntheticImage:
+    image_id: int
+    split: str
+    scene: Scene
+    expressions: list[list[Expression]]  # per region, in region order
+    captions: list[str]
+    region_descriptions: list[RegionDescription]
+    proposals: np.ndarray
+    jpeg: bytes = field(repr=False, default=b"")
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def referit_region_name(image_id: int, region_index: int) -> str:
+    """ReferIt's imcrop name: <image id>_<1-based region number>."""
+    return f"{image_id}_{region_index + 1}"
+
+
+class ReferitWriter:
+    def __init__(self, root: Path):
+        self.root = root
+        self.query = {s: {} for s in SPLITS}
+        self.bbox: dict[str, list[int]] = {}
+        self.imcrop: dict[str, list[str]] = {}
+        self.imsize: dict[str, list[int]] = {}
+        self.kinds: dict[str, list[str]] = {}
+        self.imlist = {s: [] for s in SPLITS}
+        self.counts = {"referit_regions": 0, "referit_expressions": 0, "referit_regions_without_expression": 0}
+
+    def add(self, item: SyntheticImage) -> None:
+        sid = str(item.image_id)
+        _write(self.root / "images" / f"{sid}.jpg", item.jpeg)
+        _write(self.root / "proposals" / f"{sid}.txt", encoding.proposals_text(item.proposals))
+        self.imlist[item.split].append(sid)
+        self.imsize[f"{sid}.jpg"] = [item.scene.width, item.scene.height]
+        names = []
+        for region, exprs in zip(item.scene.regions, item.expressions):
+            name = referit_region_name(item.image_id, region.index)
+            names.append(name)
+            _write(self.root / "mask" / f"{name}.mat", encoding.referit_mask_mat(region.mask))
+            self.bbox[name] = list(region.box)
+            self.counts["referit_regions"] += 1
+            if not exprs:
+                self.counts["referit_regions_without_expression"] += 1
+                continue
+            self.query[item.split][name] = [e.text for e in exprs]
+            self.kinds[name] = [e.kind for e in exprs]
+            self.counts["referit_expressions"] += len(exprs)
+        self.imcrop[f"{sid}.jpg"] = names
+
+    def finish(self) -> dict:
+        ann = self.root / "annotations"
+        queries = dict(self.query)
+        queries["trainval"] = {**self.query["train"], **self.query["val"]}
+        queries["all"] = {**queries["trainval"], **self.query["test"]}
+        for split, q in queries.items():
+            _write(ann / f"referit_query_{split}.json", encoding.referit_json(q))
+        _write(ann / "referit_bbox.json", encoding.referit_json(self.bbox))
+        _write(ann / "referit_imcrop.json", encoding.referit_json(self.imcrop))
+        _write(ann / "referit_imsize.json", encoding.referit_json(self.imsize))
+        _write(ann / "referit_expression_kinds.json", encoding.referit_json(self.kinds))
+        lists = dict(self.imlist)
+        lists["trainval"] = self.imlist["train"] + self.imlist["val"]
+        lists["all"] = lists["trainval"] + self.imlist["test"]
+        for split, ids in lists.items():
+            _write(self.root / "splits" / f"referit_{split}_imlist.txt", "".join(i + "\n" for i in ids).encode())
+        return self.counts
+
+
+COCO_INFO = {"description": "refexp synthetic world in COCO 2014 format", "url": "", "version": "1.0",
+             "year": 2014, "contributor": "refexp", "date_created": "2014/01/01"}
+COCO_LICENSES = [{"url": "", "id": 1, "name": "Synthetic, generated by refexp (no rights reserved)"}]
+COCO_CATEGORIES = [{"supercategory": "shape", "id": i + 1, "name": name} for i, name in enumerate(SHAPES)]
+
+
+def coco_file_name(split_dir: str, image_id: int) -> str:
+    return f"COCO_{split_dir}_{image_id:012d}.jpg"
+
+
+class CocoWriter:
+    def __init__(self, root: Path):
+        self.root = root
+        self.images = {"train2014": [], "val2014": []}
+        self.instances = {"train2014": [], "val2014": []}
+        self.captions = {"train2014": [], "val2014": []}
+        self.image_splits: dict[str, str] = {}
+        self.counts = {"coco_instances": 0, "coco_instances_rle": 0, "coco_captions": 0}
+
+    def add(self, item: SyntheticImage) -> None:
+        split_dir = "train2014" if item.split == "train" else "val2014"
+        name = coco_file_name(split_dir, item.image_id)
+        _write(self.root / split_dir / name, item.jpeg)
+        self.image_splits[str(item.image_id)] = item.split
+        self.images[split_dir].append({
+            "license": 1, "file_name": name, "coco_url": f"synthetic/{split_dir}/{name}",
+            "height": item.scene.height, "width": item.scene.width,
+            "date_captured": "2014-01-01 00:00:00", "flickr_url": "", "id": item.image_id,
+        })
+        for obj in item.scene.objects:
+            x1, y1, x2, y2 = obj.box
+            if encoding.has_holes(obj.mask):
+                segmentation = encoding.uncompressed_rle(obj.mask)
+                self.counts["coco_instances_rle"] += 1
+            else:
+                segmentation = encoding.mask_polygons(obj.mask)
+            self.instances[split_dir].append({
+                "segmentation": segmentation, "area": float(obj.area), "iscrowd": 0,
+                "image_id": item.image_id, "bbox": [float(x1), float(y1), float(x2 - x1 + 1), float(y2 - y1 + 1)],
+                "category_id": SHAPES.index(obj.category) + 1, "id": self.counts["coco_instances"] + 1,
+            })
+            self.counts["coco_instances"] += 1
+        for caption in item.captions:
+            self.captions[split_dir].append({"image_id": item.image_id, "id": self.counts["coco_captions"] + 1,
+                                             "caption": caption})
+            self.counts["coco_captions"] += 1
+
+    def finish(self) -> dict:
+        ann = self.root / "annotations"
+        for split_dir in ("train2014", "val2014"):
+            _write(ann / f"instances_{split_dir}.json", encoding.compact_json({
+                "info": COCO_INFO, "images": self.images[split_dir], "licenses": COCO_LICENSES,
+                "annotations": self.instances[split_dir], "categories": COCO_CATEGORIES}))
+            _write(ann / f"captions_{split_dir}.json", encoding.compact_json({
+                "info": COCO_INFO, "images": self.images[split_dir], "licenses": COCO_LICENSES,
+                "annotations": self.captions[split_dir]}))
+        _write(ann / "synthetic_image_splits.json", encoding.compact_json(self.image_splits))
+        return self.counts
+
+
+class VisualGenomeWriter:
+    def __init__(self, root: Path):
+        self.root = root
+        self.regions: list[dict] = []
+        self.image_data: list[dict] = []
+        self.counts = {"vg_regions": 0}
+
+    def add(self, item: SyntheticImage) -> None:
+        _write(self.root / "VG_100K" / f"{item.image_id}.jpg", item.jpeg)
+        self.image_data.append({"width": item.scene.width, "url": f"synthetic/VG_100K/{item.image_id}.jpg",
+                                "height": item.scene.height, "image_id": item.image_id,
+                                "coco_id": item.image_id, "flickr_id": None})
+        regions = []
+        for j, d in enumerate(item.region_descriptions):
+            x1, y1, x2, y2 = d.box
+            regions.append({"region_id": self.counts["vg_regions"] + j + 1, "width": x2 - x1 + 1, "height": y2 - y1 + 1,
+                            "image_id": item.image_id, "phrase": d.phrase, "y": y1, "x": x1})
+        self.regions.append({"regions": regions, "id": item.image_id})
+        self.counts["vg_regions"] += len(regions)
+
+    def finish(self) -> dict:
+        _write(self.root / "region_descriptions.json", encoding.compact_json(self.regions))
+        _write(self.root / "image_data.json", encoding.compact_json(self.image_data))
+        return self.counts
+
+
+WRITERS = {"referit": ReferitWriter, "coco": CocoWriter, "visual_genome": VisualGenomeWriter}
