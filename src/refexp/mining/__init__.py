@@ -1,1 +1,4 @@
-"""mining."""
+"""Region-pair mining for the expressional-region-retrieval benchmark (GRN paper, issue 4)."""
+from refexp.mining.pairs import PAIR_COLUMNS, mine_pairs
+
+__all__ = ["PAIR_COLUMNS", "mine_pairs"]
