@@ -162,8 +162,11 @@ def _read_imlist(path: Path) -> set[str]:
         raise DataError(path, f"unreadable image list: {e}") from e
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+_NUMBER_TYPES = (int, float)  # exact types: JSON numbers, and not bool
+
+
+def _numbers(values, n: int) -> bool:
+    return isinstance(values, list) and len(values) == n and all(type(v) in _NUMBER_TYPES for v in values)
 
 
 def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.DataFrame:
@@ -206,14 +209,14 @@ def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.D
         if box is None:
             skips.add("region_without_box", query_path, region_id, n)
             continue
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+        if not _numbers(box, 4):
             raise DataError(bbox_path, f"expected [xmin, ymin, xmax, ymax], got {box!r}", record=region_id)
         image_name = f"{image_id}.jpg"
         size = sizes.get(image_name)
         if size is None:
             skips.add("image_without_size", imsize_path, image_name, n)
             continue
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_number(v) and v > 0 for v in size)):
+        if not (_numbers(size, 2) and size[0] > 0 and size[1] > 0):
             raise DataError(imsize_path, f"expected [width, height], got {size!r}", record=image_name)
         if imlist is not None and image_id not in imlist:
             skips.add("image_not_in_split", imlist_path, region_id, n)

@@ -22,10 +22,22 @@ def real_root() -> Path:
     return require_shared("referit")
 
 
+@pytest.fixture(scope="module")
+def real_split(real_root):
+    """split -> (frame, skips), each real split loaded once per module."""
+    loaded: dict[str, tuple] = {}
+
+    def get(split: str):
+        if split not in loaded:
+            skips = SkipCounter()
+            loaded[split] = referit.load(real_root, split, skips=skips), skips
+        return loaded[split]
+    return get
+
+
 @pytest.mark.parametrize("split", list(REAL_COUNTS))
-def test_real_split_sizes(real_root, split):
-    skips = SkipCounter()
-    df = referit.load(real_root, split, skips=skips)
+def test_real_split_sizes(real_root, real_split, split):
+    df, skips = real_split(split)
     assert len(df) == REAL_COUNTS[split]
     assert skips.total == 0
     assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
@@ -36,8 +48,8 @@ def test_real_split_sizes(real_root, split):
     assert df["image_id"].nunique() == len({k.rsplit("_", 1)[0] for k in raw})
 
 
-def test_real_rows_match_raw_files(real_root):
-    df = referit.load(real_root, "test")
+def test_real_rows_match_raw_files(real_root, real_split):
+    df, _ = real_split("test")
     ann = real_root / "annotations"
     bbox = json.loads((ann / "referit_bbox.json").read_text())
     queries = json.loads((ann / "referit_query_test.json").read_text())
@@ -55,8 +67,8 @@ def test_real_rows_match_raw_files(real_root):
     assert ((df.x2 <= df.image_width - 1) & (df.y2 <= df.image_height - 1)).all()
 
 
-def test_real_tokens(real_root):
-    df = referit.load(real_root, "val")
+def test_real_tokens(real_split):
+    df, _ = real_split("val")
     for tokens in df["tokens"].head(500):
         assert all(t == t.lower() and t.isalnum() for t in tokens)
 
@@ -153,6 +165,12 @@ def test_wrong_json_shape_names_file_and_record(tmp_path):
         referit.load(root, "train")
     root = write_layout(tmp_path, {**GOOD_QUERIES, "2_1": "man in hat"}, GOOD_BOXES, GOOD_SIZES)
     with pytest.raises(DataError, match=r"referit_query_train\.json, record '2_1'"):
+        referit.load(root, "train")
+    root = write_layout(tmp_path, GOOD_QUERIES, GOOD_BOXES, {**GOOD_SIZES, "2.jpg": [0, 60]})
+    with pytest.raises(DataError, match=r"referit_imsize\.json, record '2\.jpg'"):
+        referit.load(root, "train")
+    root = write_layout(tmp_path, GOOD_QUERIES, {**GOOD_BOXES, "1_1": [0, True, 5, 5]}, GOOD_SIZES)
+    with pytest.raises(DataError, match=r"referit_bbox\.json, record '1_1'"):
         referit.load(root, "train")
 
 
