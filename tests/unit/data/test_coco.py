@@ -214,3 +214,23 @@ def test_captions_empty_is_counted(tmp_path):
     df = coco.load_captions(tiny_coco(tmp_path, anns, name="captions_val2014.json"), skips=skips)
     assert df["tokens"].tolist() == [["a", "cat", "on", "a", "mat"]]
     assert skips.as_metrics() == {"skipped/empty_caption": 1}
+
+
+def test_reads_the_synthetic_world(tmp_path):
+    from refexp.data import synthetic
+
+    counts = synthetic.generate(tmp_path, 8, seed=3, formats=("coco",))
+    ann = tmp_path / "coco" / "annotations"
+    skips = SkipCounter()
+    instances = [coco.load_instances(ann / f"instances_{s}2014.json", skips=skips) for s in ("train", "val")]
+    captions = [coco.load_captions(ann / f"captions_{s}2014.json", skips=skips) for s in ("train", "val")]
+    assert skips.total == 0
+    assert sum(map(len, instances)) == counts["coco_instances"]
+    assert sum(map(len, captions)) == counts["coco_captions"]
+    for part in instances:
+        for row in part.itertuples():
+            assert (tmp_path / "coco" / row.image_path).is_file()
+            mask = coco.decode_rle(row.mask_rle, row.image_height, row.image_width)
+            assert mask.any()
+            ys, xs = np.nonzero(mask)
+            assert np.allclose([xs.min(), ys.min(), xs.max(), ys.max()], [row.x1, row.y1, row.x2, row.y2], atol=1)

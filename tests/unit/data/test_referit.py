@@ -251,3 +251,28 @@ def test_proposals_bad_files(tmp_path):
         referit.load_proposals(tmp_path / "2.txt")
     (tmp_path / "3.txt").write_text("")
     assert referit.load_proposals(tmp_path / "3.txt").shape == (0, 4)
+
+
+# ---------------------------------------------------------------- the synthetic world
+
+def test_reads_the_synthetic_world(tmp_path):
+    from refexp.data import synthetic
+
+    counts = synthetic.generate(tmp_path, 8, seed=3, formats=("referit",))
+    root = tmp_path / "referit"
+    skips = SkipCounter()
+    df = referit.load(root, "all", skips=skips)
+    assert skips.total == 0 and len(df) == counts["referit_expressions"]
+    assert df["region_id"].nunique() == counts["referit_regions"]
+    for kind in ("attribute", "position", "relation"):
+        assert (df["kind"] == kind).sum() == counts[f"expressions_{kind}"]
+    assert df["image_path"].map(lambda p: Path(p).is_file()).all()
+    parts = sum(len(referit.load(root, s)) for s in ("train", "val", "test"))
+    assert parts == len(df)
+    layout = referit.ReferItLayout.discover(root)
+    for row in df.drop_duplicates("region_id").itertuples():
+        mask = referit.read_mask(layout.mask_path(row.region_id), (row.image_width, row.image_height))
+        ys, xs = np.nonzero(mask)
+        assert (xs.min(), ys.min(), xs.max(), ys.max()) == (row.x1, row.y1, row.x2, row.y2), row.region_id
+    proposals = referit.load_proposals(layout.proposals_path(df["image_id"].iloc[0]))
+    assert proposals.ndim == 2 and proposals.shape[1] == 4
