@@ -36,7 +36,7 @@ def chance_p_at_1_per_query(tuples: pd.DataFrame, threshold: float = IOU_THRESHO
     positions = np.arange(len(tuples))
     for _, rows in tuples.assign(_pos=positions).groupby("image_id", sort=False):
         regions = rows.drop_duplicates("region_id")
-        candidates = regions[BOX_COLUMNS].to_numpy(np.float64)  # (R, 4)
+        candidates = regions[BOX_COLUMNS].to_numpy(np.float64).copy()  # (R, 4)
         correct = (box_iou(candidates, candidates) >= threshold).double().mean(0).numpy()  # (R,) per gt region
         share_of = dict(zip(regions["region_id"], correct))
         shares[rows["_pos"].to_numpy()] = [share_of[r] for r in rows["region_id"]]
@@ -83,4 +83,4 @@ def constant_box_accuracy(train: pd.DataFrame, test: pd.DataFrame, threshold: fl
     """Regression accuracy of always predicting the mean training box (normalised, per image)."""
     _require(test, [*BOX_COLUMNS, "image_width", "image_height"], "test tuples")
     pred = constant_box_predictions(mean_normalised_box(train), test)
-    return accuracy(pred, test[BOX_COLUMNS].to_numpy(np.float64), threshold)
+    return accuracy(pred, test[BOX_COLUMNS].to_numpy(np.float64).copy(), threshold)
