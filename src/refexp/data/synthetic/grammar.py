@@ -243,34 +243,31 @@ def normalise_mix(mix: dict[str, float]) -> np.ndarray:
     return w / w.sum()
 
 
-def _kind_weights(weights: np.ndarray, available: np.ndarray) -> np.ndarray | None:
-    w = weights * available
-    if w.sum() == 0:  # only zero-weight kinds left: still give the target an expression
-        w = available.astype(float)
-    return w / w.sum() if w.sum() > 0 else None
-
-
 def expressions_for_region(gen: ReferentGenerator, t: int, count: int, weights: np.ndarray,
                            rng: np.random.Generator) -> list[Expression]:
     """Up to `count` distinct expressions for region t, kinds drawn by `weights`.
 
-    Distinct referents come first; only when they run out is a referent realised again
-    with other synonyms. Texts differing only by a leading "the" count as the same. A kind
-    with no candidate is skipped; if no positive-weight kind has one, the zero-weight kinds
-    are used so that every region that can be referred to gets an expression.
+    Only kinds with a positive weight and a candidate are used; if there is none, the
+    zero-weight kinds are, so that every region that can be referred to gets an
+    expression. Distinct referents come first; when they run out a referent is realised
+    again with other synonyms. Texts differing only by a leading "the" are the same.
     """
     pools = {k: gen.candidates(t, k) for k in KINDS}
+    available = np.array([bool(pools[k]) for k in KINDS])
+    usable = available & (weights > 0)
+    if not usable.any():
+        usable = available
+    if not usable.any():
+        return []
     unused = {k: list(range(len(pools[k]))) for k in KINDS}
     out: list[Expression] = []
     seen: set[str] = set()
     for _ in range(count * 6):
         if len(out) == count:
             break
-        fresh = np.array([bool(unused[k]) for k in KINDS])
-        w = _kind_weights(weights, fresh) if fresh.any() else _kind_weights(
-            weights, np.array([bool(pools[k]) for k in KINDS]))
-        if w is None:
-            break
+        fresh = usable & np.array([bool(unused[k]) for k in KINDS])
+        w = np.where(fresh if fresh.any() else usable, np.maximum(weights, 1e-9), 0.0)
+        w = w / w.sum()
         kind = KINDS[int(rng.choice(len(KINDS), p=w))]
         if unused[kind]:
             ref = pools[kind][unused[kind].pop(int(rng.integers(len(unused[kind]))))]

@@ -56,8 +56,9 @@ def shape_mask(shape: str, cx: float, cy: float, radius: float, height: int, wid
         return _polar_polygon(dx, dy, (r, r, r), up)
     if shape == "star":  # five points
         return _polar_polygon(dx, dy, (r, 0.45 * r) * 5, -np.pi / 2)
-    if shape == "hexagon":
-        return _polar_polygon(dx, dy, (r,) * 6, 0.0)
+    if shape == "heart":  # (u^2 + v^2 - 1)^3 <= u^2 v^3, v pointing up
+        u, v = dx / (0.85 * r), -(dy + 0.1 * r) / (0.85 * r)
+        return (u * u + v * v - 1) ** 3 <= u * u * v ** 3
     if shape == "ring":
         d2 = dx * dx + dy * dy
         return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)

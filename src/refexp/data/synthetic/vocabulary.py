@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # Shapes chosen to stay distinguishable at radius ~7 px in a 128 px image.
 SHAPES: tuple[str, ...] = (
-    "circle", "square", "triangle", "diamond", "star", "ring", "cross", "hexagon", "crescent",
+    "circle", "square", "triangle", "diamond", "star", "ring", "cross", "heart", "crescent",
 )
 SHAPE_PLURALS: dict[str, str] = {s: s + "s" for s in SHAPES}
 
