@@ -23,6 +23,7 @@ def val2017_small() -> Path:
     return require_shared("coco", "val2017_3img", "instances_val2017_small.json")
 
 
+@pytest.mark.shared
 def test_val2017_small_instances(val2017_small):
     raw = json.loads(val2017_small.read_text())
     skips = SkipCounter()
@@ -42,6 +43,7 @@ def test_val2017_small_instances(val2017_small):
     assert df["iscrowd"].sum() == sum(a["iscrowd"] for a in raw["annotations"]) == 1
 
 
+@pytest.mark.shared
 def test_masks_equal_pycocotools_ann_to_rle(val2017_small):
     df = coco.load_instances(val2017_small)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -51,6 +53,7 @@ def test_masks_equal_pycocotools_ann_to_rle(val2017_small):
         assert row.mask_rle == ref["counts"].decode("ascii"), row.region_id
 
 
+@pytest.mark.shared
 def test_decoded_mask_area_matches_annotation_area(val2017_small):
     df = coco.load_instances(val2017_small)
     polygons = df[df["iscrowd"] == 0]
@@ -64,6 +67,7 @@ def test_decoded_mask_area_matches_annotation_area(val2017_small):
         assert xs.min() >= np.floor(row.x1) - 1 and xs.max() <= np.ceil(row.x2) + 1
 
 
+@pytest.mark.shared
 def test_crowd_uncompressed_rle_decodes_to_its_runs(val2017_small):
     # The sample's one crowd annotation (image 448263, stored at 320x240) has area 18419,
     # but its own run lengths cover 12852 pixels: the file's area field is stale, so
@@ -87,6 +91,7 @@ def test_crowd_uncompressed_rle_decodes_to_its_runs(val2017_small):
 
 @pytest.mark.parametrize("name, kept", [("instances_val2014.json_samples.json", 1),
                                         ("instances_train2014.json_samples.json", 0)])
+@pytest.mark.shared
 def test_2014_samples_count_annotations_without_image(name, kept):
     path = require_shared(*SAMPLES_2014, name)
     raw = json.loads(path.read_text())
@@ -104,6 +109,7 @@ def test_2014_samples_count_annotations_without_image(name, kept):
 
 @pytest.mark.parametrize("name, kept", [("captions_val2014.json_samples.json", 4),
                                         ("captions_train2014.json_samples.json", 0)])
+@pytest.mark.shared
 def test_2014_caption_samples(name, kept):
     path = require_shared(*SAMPLES_2014, name)
     raw = json.loads(path.read_text())
@@ -120,6 +126,7 @@ def test_2014_caption_samples(name, kept):
         assert df["tokens"].iloc[0] == ["a", "small", "closed", "toilet", "in", "a", "cramped", "space"]
 
 
+@pytest.mark.shared
 def test_categories(val2017_small):
     cats = coco.load_categories(val2017_small)
     assert len(cats) == 80

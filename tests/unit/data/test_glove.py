@@ -17,6 +17,7 @@ def glove_zip() -> Path:
     return require_shared("glove", "glove.840B.300d.first100.zip")
 
 
+@pytest.mark.shared
 def test_840b_zip(glove_zip):
     words, vectors = glove.load_glove(glove_zip)
     assert len(words) == 100 and vectors.shape == (100, 300) and vectors.dtype == np.float32
@@ -30,6 +31,7 @@ def test_840b_zip(glove_zip):
     assert not list(Path(glove_zip).parent.glob("*.txt"))  # read inside the zip, not extracted
 
 
+@pytest.mark.shared
 def test_840b_vocab_restriction(glove_zip):
     all_words, all_vectors = glove.load_glove(glove_zip)
     words, vectors = glove.load_glove(glove_zip, vocab=["the", "of", "zebra", "I"])

@@ -35,6 +35,7 @@ def real_split(real_root):
     return get
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("split", list(REAL_COUNTS))
 def test_real_split_sizes(real_root, real_split, split):
     df, skips = real_split(split)
@@ -48,6 +49,7 @@ def test_real_split_sizes(real_root, real_split, split):
     assert df["image_id"].nunique() == len({k.rsplit("_", 1)[0] for k in raw})
 
 
+@pytest.mark.shared
 def test_real_rows_match_raw_files(real_root, real_split):
     df, _ = real_split("test")
     ann = real_root / "annotations"
@@ -67,12 +69,14 @@ def test_real_rows_match_raw_files(real_root, real_split):
     assert ((df.x2 <= df.image_width - 1) & (df.y2 <= df.image_height - 1)).all()
 
 
+@pytest.mark.shared
 def test_real_tokens(real_split):
     df, _ = real_split("val")
     for tokens in df["tokens"].head(500):
         assert all(t == t.lower() and t.isalnum() for t in tokens)
 
 
+@pytest.mark.shared
 def test_real_proposals(real_root):
     boxes = referit.load_proposals(real_root / "proposals" / "40429.txt")
     assert boxes.shape == (100, 4) and boxes.dtype == np.int64
@@ -147,6 +151,8 @@ def test_missing_file_names_file_and_root(tmp_path):
     assert "referit_bbox.json" in str(err.value) and str(tmp_path) in str(err.value)
     with pytest.raises(DataError, match="referit_query_test.json"):
         referit.load(root, "test")
+    with pytest.raises(DataError, match="root directory not found"):
+        referit.load(tmp_path / "absent", "train")
 
 
 def test_truncated_json_names_file(tmp_path):
