@@ -1,0 +1,90 @@
+"""mine_pairs gives exactly the pairs of a brute-force pycocoevalcap run (BLEU and METEOR)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.meteor.meteor import Meteor
+
+from refexp.mining import PAIR_COLUMNS, mine_pairs
+from refexp.text.bleu import normalize
+from tests.unit.mining.conftest import real_corpus
+
+
+def brute_force(df: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of rows of different images through pycocoevalcap, no shortcuts."""
+    norm = [normalize(p) for p in df["phrase"]]
+    img = df["image_id"].tolist()
+    pairs = [(i, j) for i in range(len(df)) for j in range(i + 1, len(df)) if img[i] != img[j]]
+    hyp = {k: [norm[i]] for k, (i, j) in enumerate(pairs)}
+    ref = {k: [norm[j]] for k, (i, j) in enumerate(pairs)}
+    _, ab = Bleu(2).compute_score(ref, hyp, verbose=0)
+    _, ba = Bleu(2).compute_score(hyp, ref, verbose=0)
+    ab, ba = np.asarray(ab[1]), np.asarray(ba[1])
+    ok = np.flatnonzero((ab > 0.7) & (ba > 0.7))
+    out = pd.DataFrame({"a": [pairs[k][0] for k in ok], "b": [pairs[k][1] for k in ok],
+                        "bleu_ab": ab[ok], "bleu_ba": ba[ok]})
+    if len(out):
+        meteor = Meteor()
+        keys = range(len(out))
+        _, m_ab = meteor.compute_score({k: [norm[out.b[k]]] for k in keys}, {k: [norm[out.a[k]]] for k in keys})
+        _, m_ba = meteor.compute_score({k: [norm[out.a[k]]] for k in keys}, {k: [norm[out.b[k]]] for k in keys})
+        del meteor
+        out["meteor_ab"], out["meteor_ba"] = m_ab, m_ba
+        out["kept"] = (out.meteor_ab > 0.6) & (out.meteor_ba > 0.6)
+    return out
+
+
+def assert_same(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(got.columns) == PAIR_COLUMNS
+    assert len(got) == len(expected)
+    for col in PAIR_COLUMNS:
+        assert np.array_equal(got[col].to_numpy(), expected[col].to_numpy()), col
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_mine_pairs_equals_brute_force_pycocoevalcap(meteor_pool):
+    df = real_corpus(n_vg=700, n_referit=300, n_perturbed=200, seed=3)
+    expected = brute_force(df)
+    got = mine_pairs(df, meteor=meteor_pool)
+    assert len(expected) > 100 and 10 < expected.kept.sum() < len(expected)
+    assert_same(got, expected)
+
+
+@pytest.mark.shared
+def test_small_corpus_equals_brute_force_and_counts_add_up(meteor_pool):
+    df = real_corpus(n_vg=250, n_referit=100, n_perturbed=80, seed=5)
+    expected = brute_force(df)
+    got = mine_pairs(df, meteor=meteor_pool)
+    assert len(expected) > 20
+    assert_same(got, expected)
+    stats = got.attrs["stats"]
+    assert stats["pairs_bleu"] == len(got) and stats["pairs_kept"] == int(got.kept.sum())
+    assert stats["candidates"] < len(df) * (len(df) - 1) // 20  # far from all pairs
+
+
+def test_identical_phrases_pair_across_images_only(meteor_pool):
+    df = pd.DataFrame({"image_id": [1, 2, 1, 3, 4, 5, 6],
+                       "phrase": ["A man riding a horse.", "a man riding a horse", "a man  riding a HORSE",
+                                  "", "   ", "café café", "dog"]})
+    got = mine_pairs(df, meteor=meteor_pool)
+    assert list(zip(got.a, got.b)) == [(0, 1), (1, 2)]  # rows 0 and 2 share image 1
+    assert got.kept.all() and (got.meteor_ab == 1.0).all()
+    # empty, whitespace, non-ASCII-only and one-word phrases never pass (scored 0-ish, no error)
+
+
+@pytest.mark.shared
+def test_partitioned_on_dask_equals_single_process(meteor_pool):
+    from distributed import Client, LocalCluster
+
+    df = real_corpus(n_vg=600, n_referit=300, n_perturbed=300, seed=7)
+    single = mine_pairs(df, meteor=meteor_pool)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        parted = mine_pairs(df, meteor=meteor_pool, n_blocks=5, client=client)
+    blocks = mine_pairs(df, meteor=meteor_pool, n_blocks=7)
+    assert len(single) > 50
+    assert_same(parted, single)
+    assert_same(blocks, single)
