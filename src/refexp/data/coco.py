@@ -101,6 +101,11 @@ def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
         return mask_utils.decode({"size": [height, width], "counts": counts.encode("ascii")}).astype(bool)
 
 
+def encode_mask(mask: np.ndarray) -> str:
+    """Boolean (H, W) mask -> the common schema's mask_rle string (COCO compressed RLE)."""
+    return rle_counts(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+
+
 def _typed(cols: dict[str, list]) -> pd.DataFrame:
     df = pd.DataFrame(cols)
     for col in df.columns:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from refexp.data import coco, referit
+from refexp.data.coco import encode_mask
 from refexp.data.schema import to_frame
 from refexp.data.skips import DataError, SkipCounter
 from refexp.text.vocab import Vocab
@@ -50,6 +51,24 @@ def _vocab_metrics(vocab: Vocab, df: pd.DataFrame, column: str) -> dict:
     return metrics
 
 
+def _referit_masks(raw_dir: Path, df: pd.DataFrame, skips: SkipCounter) -> pd.Series:
+    """mask_rle per row from mask/<region>.mat where the layout has masks (annotation-only copies have none)."""
+    layout = referit.ReferItLayout.discover(raw_dir)
+    if not layout.mask_dirs:
+        return pd.Series(pd.NA, index=df.index, dtype="string")
+    regions = df.drop_duplicates("region_id")
+    rles: dict[str, str] = {}
+    for row in regions.itertuples():
+        try:
+            path = layout.mask_path(row.region_id)
+        except DataError:
+            skips.add("mask_missing", raw_dir, row.region_id, n=int((df["region_id"] == row.region_id).sum()))
+            continue
+        mask = referit.read_mask(path, (int(row.image_width), int(row.image_height)))
+        rles[row.region_id] = encode_mask(mask)
+    return df["region_id"].map(rles).astype("string")
+
+
 def prepare_referit(raw_dir: Path, dataset: str, min_word_count: int, max_tokens: int,
                     repo_root: Path = Path(".")) -> tuple[pd.DataFrame, Vocab, dict]:
     skips = SkipCounter()
@@ -58,6 +77,7 @@ def prepare_referit(raw_dir: Path, dataset: str, min_word_count: int, max_tokens
     df["dataset"] = dataset
     df["image_path"] = _repo_relative(df["image_path"], repo_root)
     df = _drop_tokenless(df, "tokens", skips, str(raw_dir), "region_id")
+    df["mask_rle"] = _referit_masks(raw_dir, df, skips)
     truncated = _clip_tokens(df, "tokens", max_tokens)
     df = to_frame(df)
     vocab = Vocab.build(df.loc[df["split"] == "train", "tokens"], min_word_count)
@@ -65,6 +85,7 @@ def prepare_referit(raw_dir: Path, dataset: str, min_word_count: int, max_tokens
     metrics.update({f"{split}/images": int(df.loc[df["split"] == split, "image_id"].nunique())
                     for split in REFERIT_SPLITS})
     metrics["truncated_expressions"] = truncated
+    metrics["tuples_with_mask"] = int(df["mask_rle"].notna().sum())
     metrics.update(_vocab_metrics(vocab, df, "tokens"))
     metrics.update(skips.as_metrics())
     return df, vocab, metrics

@@ -35,8 +35,8 @@ def split_counts(tuples: pd.DataFrame) -> pd.DataFrame:
 def _markdown_table(df: pd.DataFrame, index_name: str) -> str:
     cols = [index_name, *map(str, df.columns)]
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for idx, row in df.iterrows():
-        rows.append("| " + " | ".join([str(idx), *(str(v) for v in row.tolist())]) + " |")
+    for idx, *values in df.astype(object).itertuples():
+        rows.append("| " + " | ".join([str(idx), *map(str, values)]) + " |")
     return "\n".join(rows)
 
 
