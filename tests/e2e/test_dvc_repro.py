@@ -16,8 +16,18 @@ pytestmark = pytest.mark.slow
 
 # Extra shrinking for stages that train: the DAG must finish in a couple of minutes here.
 E2E_OVERRIDES: dict = {}
-IGNORED = shutil.ignore_patterns(".venv", ".git", "data", "models", "cache", "tmp", "__pycache__",
-                                 ".pytest_cache", ".prefect", "*.egg-info")
+TOP_LEVEL_IGNORED = {".venv", ".git", "data", "models", ".pytest_cache", ".prefect", "reports"}
+ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    """Skip generated artifacts: the copy starts from sources and params only."""
+    ignored = set(ANYWHERE_IGNORED(directory, names))
+    if Path(directory) == REPO_ROOT:
+        ignored |= TOP_LEVEL_IGNORED & set(names)
+    if Path(directory) == REPO_ROOT / ".dvc":
+        ignored |= {"cache", "tmp"} & set(names)
+    return ignored
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -28,8 +38,7 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("e2e") / "repo"
-    shutil.copytree(REPO_ROOT, work, ignore=IGNORED)
-    shutil.rmtree(work / "reports")
+    shutil.copytree(REPO_ROOT, work, ignore=_ignore)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params = deep_merge(deep_merge(params, TINY_OVERRIDES), E2E_OVERRIDES)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
