@@ -1,0 +1,88 @@
+"""The refexp pipeline as a Prefect flow: one task per dvc.yaml stage, run through DVC.
+
+    python -m flows.pipeline                      # every stage, like `dvc repro`
+    python -m flows.pipeline --targets prepare_referit@referit --force
+    python -m flows.pipeline --list               # the stage order and retry policies, no run
+
+The stages and their order come from DVC (flows.dag.stage_order); each task runs
+`dvc repro --single-item <stage>`, which does nothing when the stage is up to date,
+so dvc.lock stays the record. Retries and delays per stage come from params.yaml
+`flows` (e.g. downloads retry with growing delays; training retries once and resumes
+from its checkpoint). Stages run one at a time: DVC holds a repository lock per repro.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
+
+from flows.dag import REPO_ROOT, flows_config, run_dvc_stage, stage_order
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def dvc_stage(repo: str, stage: str, force: bool = False) -> dict:
+    """Run one DVC stage; the task's name and retries are set per stage by `pipeline`."""
+    logger = get_run_logger()
+    attempt = task_run.run_count
+    logger.info("dvc repro --single-item %s%s (attempt %d)", stage, " --force" if force else "", attempt)
+    start = time.monotonic()
+    run_dvc_stage(repo, stage, force=force, on_line=logger.info)
+    return {"stage": stage, "attempts": attempt, "seconds": round(time.monotonic() - start, 3)}
+
+
+@flow(name="refexp-pipeline", log_prints=False)
+def pipeline(targets: list[str] | None = None, force: bool = False, repo: str = str(REPO_ROOT)) -> list[dict]:
+    """Run the DVC stages (all, or `targets` and their dependencies) in topological order."""
+    logger = get_run_logger()
+    cfg = flows_config(repo)
+    stages = stage_order(repo, targets)
+    logger.info("%d stage(s) in order: %s", len(stages), ", ".join(stages))
+    results = []
+    for stage in stages:
+        retry = cfg.retry_for(stage)
+        run = dvc_stage.with_options(
+            name=stage,
+            task_run_name=stage,
+            retries=retry.retries,
+            retry_delay_seconds=retry.delays() or 0,
+        )
+        # Sequential on purpose: a failed stage (after its retries) fails the flow before its dependents.
+        results.append(run(repo, stage, force))
+    return results
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", nargs="+", metavar="STAGE", help="stages (or stage@item) to run, with their dependencies")
+    parser.add_argument("--force", action="store_true", help="re-run the selected stages even if up to date")
+    parser.add_argument("--repo", default=str(REPO_ROOT), help="repository with dvc.yaml and params.yaml")
+    parser.add_argument("--list", action="store_true", help="print the stage order and retry policies, run nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    repo = str(Path(args.repo).resolve())
+    if args.list:
+        cfg = flows_config(repo)
+        for stage in stage_order(repo, args.targets):
+            retry = cfg.retry_for(stage)
+            delays = ", ".join(f"{d:g}s" for d in retry.delays()) or "-"
+            print(f"{stage}\tretries={retry.retries}\tdelays={delays}")
+        return 0
+    state = pipeline(targets=args.targets, force=args.force, repo=repo, return_state=True)
+    if not state.is_completed():
+        print(f"flow run {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    for row in state.result():
+        print(f"{row['stage']}\tattempts={row['attempts']}\t{row['seconds']:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
