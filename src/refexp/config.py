@@ -261,6 +261,43 @@ class FlowsConfig(Section):
         return self.default
 
 
+class DaskConfig(Section):
+    """Where the mining join runs: a scheduler address, or a local in-process cluster."""
+
+    # e.g. "tcp://10.0.0.5:8786"; null starts a LocalCluster on this machine.
+    scheduler_address: str | None = None
+    local_workers: int = Field(2, ge=1)
+    # Blocks of the candidate join (Dask tasks); more blocks balance better on many workers.
+    join_blocks: int = Field(8, ge=1)
+
+
+class BuildRegionBenchmarkConfig(Section):
+    """The GRN paper's Visual Genome benchmark (sec. 4.1); null disables a filter."""
+
+    datasets: list[str] = Field(default_factory=lambda: ["visual_genome"])
+    area_min: float | None = Field(0.1, ge=0.0, le=1.0)
+    area_max: float | None = Field(0.9, ge=0.0, le=1.0)
+    # graph_or_rule: VG region graphs where present, else the linguistic rule; rule; off.
+    multi_object: Literal["graph_or_rule", "rule", "off"] = "graph_or_rule"
+    iou_dedup: float | None = Field(0.9, ge=0.0, le=1.0)
+    bleu_threshold: float = Field(0.7, ge=0.0, le=1.0)
+    meteor_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    # both: each phrase as hypothesis against the other must pass; either: one direction.
+    direction_rule: Literal["both", "either"] = "both"
+    grouping: Literal["connected_components"] = "connected_components"
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    meteor_jvms: int = Field(2, ge=1)
+    meteor_batch_size: int = Field(2000, ge=1)
+    dask: DaskConfig = DaskConfig()
+
+
+class SynthExpressionsConfig(Section):
+    """Vision-only data as extra training data: COCO instances with their class name as expression."""
+
+    datasets: list[str] = Field(default_factory=lambda: ["coco"])
+
+
 class Config(Section):
     run: RunConfig = RunConfig()
     paths: PathsConfig = PathsConfig()
@@ -273,10 +310,13 @@ class Config(Section):
     training: TrainingConfig = TrainingConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
     flows: FlowsConfig = FlowsConfig()
+    build_region_benchmark: BuildRegionBenchmarkConfig = BuildRegionBenchmarkConfig()
+    synth_expressions: SynthExpressionsConfig = SynthExpressionsConfig()
 
     @model_validator(mode="after")
     def _dataset_names_exist(self) -> "Config":
-        for section in ("fetch_data", "prepare_referit", "prepare_coco"):
+        for section in ("fetch_data", "prepare_referit", "prepare_coco", "build_region_benchmark",
+                        "synth_expressions"):
             for name in getattr(self, section).datasets:
                 if name not in self.datasets:
                     raise ValueError(f"{section}.datasets names unknown dataset '{name}'")
