@@ -1,0 +1,114 @@
+"""`make ui` for real: `python -m flows.serve` starts `prefect server start` on 127.0.0.1 and
+serves the pipeline as a deployment with the cron schedule from params.yaml."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.flows.conftest import dvc
+
+WAIT_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(what: str, probe, log_path, timeout: float = WAIT_SECONDS):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(1)
+    tail = log_path.read_text()[-3000:] if log_path.exists() else ""
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; serve log tail:\n{tail}")
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to flows.serve (it stops its server by PID), then SIGKILL whatever is left of the group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + 30
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow  # a real Prefect server: ~1-3 min on 2 shared cores
+def test_served_deployment_is_listed_scheduled_and_runs(tiny_repo, tmp_path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO_ROOT), PREFECT_RUNNER_POLL_FREQUENCY="2")
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.serve", "--repo", str(tiny_repo), "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        with httpx.Client(base_url=api, timeout=10) as client:
+            assert wait_for("the server", lambda: client.get("/health").status_code == 200, log_path)
+
+            def deployment():
+                rows = client.post("/deployments/filter", json={}).json()
+                return next((d for d in rows if d["name"] == "tiny-pipeline"), None)
+
+            found = wait_for("the deployment", deployment, log_path)
+            assert found["parameters"]["repo"] == str(tiny_repo)
+            assert [s["schedule"]["cron"] for s in found["schedules"]] == ["17 4 * * *"]
+            # The server's scheduler puts the next cron runs on the calendar (what the UI shows).
+            scheduled = wait_for(
+                "scheduled runs",
+                lambda: [r for r in client.post("/flow_runs/filter", json={}).json() if r["state_name"] == "Scheduled"],
+                log_path,
+            )
+            assert all(r["deployment_id"] == found["id"] for r in scheduled)
+
+            # A run started from the API (as from the UI's "Run" button) executes the DVC stages.
+            run = client.post(f"/deployments/{found['id']}/create_flow_run", json={}).json()
+            final = wait_for(
+                "the flow run to finish",
+                lambda: (lambda s: s if s in ("COMPLETED", "FAILED", "CRASHED") else None)(
+                    client.get(f"/flow_runs/{run['id']}").json()["state_type"]
+                ),
+                log_path,
+                timeout=240,
+            )
+            assert final == "COMPLETED", log_path.read_text()[-3000:]
+        assert (tiny_repo / "c_y.txt").read_text() == "aby"
+        assert json.loads(dvc(tiny_repo, "status", "--json").stdout) == {}
+    finally:
+        stop_group(proc)
+    assert not group_alive(proc.pid), "flows.serve left processes behind"
+    assert "Prefect server (pid" in log_path.read_text()
