@@ -56,8 +56,19 @@ def compact_json(obj: Any) -> bytes:
     return json.dumps(obj).encode("utf-8")
 
 
+def _crop(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The mask's bounding window padded by one pixel, and the window's (x, y) offset."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    if not len(ys):
+        return mask, 0, 0
+    y0, x0 = max(0, ys[0] - 1), max(0, xs[0] - 1)
+    return mask[y0:ys[-1] + 2, x0:xs[-1] + 2], int(x0), int(y0)
+
+
 def has_holes(mask: np.ndarray) -> bool:
-    return bool((ndimage.binary_fill_holes(mask) & ~mask).any())
+    window, _, _ = _crop(mask)
+    return bool((ndimage.binary_fill_holes(window) & ~window).any())
 
 
 def mask_polygons(mask: np.ndarray) -> list[list[float]]:
@@ -68,16 +79,19 @@ def mask_polygons(mask: np.ndarray) -> list[list[float]]:
     them in COCO's pixel convention, where pycocotools rasterises them back to the same
     pixels. Collinear points are dropped.
     """
-    z = np.pad(mask, 1).astype(np.float64)
+    window, x0, y0 = _crop(mask)
+    z = np.pad(window, 1).astype(np.float64)
+    offset = np.array([x0 - 0.5, y0 - 0.5])
     polygons = []
     for line in contourpy.contour_generator(z=z).lines(0.5):
         pts = line[:-1] if len(line) > 1 and np.array_equal(line[0], line[-1]) else line
         if len(pts) >= 3:
             prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
-            cross = (pts[:, 0] - prev[:, 0]) * (nxt[:, 1] - pts[:, 1]) - (pts[:, 1] - prev[:, 1]) * (nxt[:, 0] - pts[:, 0])
+            into, out = pts - prev, nxt - pts
+            cross = into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0]
             pts = pts[cross != 0]
         if len(pts) >= 3:
-            polygons.append([round(float(v), 2) for v in (pts - 0.5).ravel()])
+            polygons.append([round(float(v), 2) for v in (pts + offset).ravel()])
     return polygons
 
 

@@ -160,6 +160,9 @@ class ReferentGenerator:
         self._masks = {d: self.g.matching(d) for ds in self._descs for d in ds}
         self.unique_descriptions = [[d for d in ds if self._masks[d].sum() == 1] for ds in self._descs]
         self._has_unique = np.array([bool(u) for u in self.unique_descriptions])
+        self._relation_names = (*RELATIONS, CONTAINMENT)
+        self._relation_stack = np.stack([self.g.relation_scores[r] for r in self._relation_names])
+        self._is_directional = np.array([r != CONTAINMENT for r in self._relation_names])
 
     def candidates(self, t: int, kind: str) -> list[Referent]:
         return getattr(self, f"_{kind}")(t)
@@ -184,20 +187,20 @@ class ReferentGenerator:
 
     def _relation(self, t: int) -> list[Referent]:
         m, g = self.margin, self.g
-        out = []
+        scores = self._relation_stack  # (R, n, n)
         landmark_ok = self._has_unique.copy()
         landmark_ok[t] = False
+        # directional relations never pair an object with a stuff region containing it
+        allowed = np.where(self._is_directional[:, None], ~g.nested[t][None, :], True) & landmark_ok[None, :]
+        target_ok = (scores[:, t, :] >= m) & allowed  # (R, n landmarks)
+        out = []
         for d in self._descs[t]:
             others = self._masks[d].copy()
             others[t] = False
-            for rel in (*RELATIONS, CONTAINMENT):
-                s = g.relation_scores[rel]
-                ok = landmark_ok & (s[t] >= m) & np.all(s[others] <= -m, axis=0)
-                if rel != CONTAINMENT:
-                    ok &= ~g.nested[t]
-                for lm in np.flatnonzero(ok):
-                    for ld in self.unique_descriptions[lm]:
-                        out.append(Referent("relation", d, relation=rel, landmark=ld))
+            ok = target_ok & np.all(scores[:, others, :] <= -m, axis=1) if others.any() else target_ok
+            for r, lm in zip(*np.nonzero(ok)):
+                rel = self._relation_names[r]
+                out += [Referent("relation", d, relation=rel, landmark=ld) for ld in self.unique_descriptions[lm]]
         return out
 
 
@@ -266,9 +269,8 @@ def expressions_for_region(gen: ReferentGenerator, t: int, count: int, weights: 
         if len(out) == count:
             break
         fresh = usable & np.array([bool(unused[k]) for k in KINDS])
-        w = np.where(fresh if fresh.any() else usable, np.maximum(weights, 1e-9), 0.0)
-        w = w / w.sum()
-        kind = KINDS[int(rng.choice(len(KINDS), p=w))]
+        w = np.cumsum(np.where(fresh if fresh.any() else usable, np.maximum(weights, 1e-9), 0.0))
+        kind = KINDS[min(int(np.searchsorted(w, rng.random() * w[-1], side="right")), len(KINDS) - 1)]
         if unused[kind]:
             ref = pools[kind][unused[kind].pop(int(rng.integers(len(unused[kind]))))]
         else:
@@ -284,7 +286,8 @@ def expressions_for_region(gen: ReferentGenerator, t: int, count: int, weights: 
     return out
 
 
-def scene_expressions(scene: Scene, count: int, weights: np.ndarray, rng: np.random.Generator) -> list[list[Expression]]:
+def scene_expressions(scene: Scene, count: int, weights: np.ndarray,
+                      rng: np.random.Generator) -> list[list[Expression]]:
     """Expressions for every region of the scene (list per region, in region order)."""
     gen = ReferentGenerator(scene)
     return [expressions_for_region(gen, r.index, count, weights, rng) for r in scene.regions]

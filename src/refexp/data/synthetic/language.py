@@ -175,7 +175,8 @@ def _describe(kind: str, scene: Scene, g: Geometry, objects: list[Region], stuff
             rel = _pick(NEAR_WORDS, rng)
         else:
             rel = _pick(DIRECTION_WORDS[_direction(g, a.index, b.index)], rng)
-        phrase = f"{_article(det(), _object_noun(a, rng))} {rel} {_article(_pick(('a', 'the'), rng), _object_noun(b, rng))}"
+        second = _article(_pick(("a", "the"), rng), _object_noun(b, rng))
+        phrase = f"{_article(det(), _object_noun(a, rng))} {rel} {second}"
     else:
         nouns = [_article(_pick(("a", "the"), rng), _object_noun(o, rng)) for o in chosen]
         phrase = _pick((_join(nouns), f"{nouns[0]} and {nouns[1]} near {nouns[2]}",

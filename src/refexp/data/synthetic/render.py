@@ -40,10 +40,21 @@ def _polar_polygon(dx: np.ndarray, dy: np.ndarray, radii: tuple[float, ...], sta
 
 
 def shape_mask(shape: str, cx: float, cy: float, radius: float, height: int, width: int) -> np.ndarray:
-    """Boolean (height, width) mask of `shape` centred at (cx, cy) with nominal `radius`."""
-    ys, xs = grid(height, width)
-    dx, dy = xs - cx, ys - cy
-    r = radius
+    """Boolean (height, width) mask of `shape` centred at (cx, cy) with nominal `radius`.
+
+    Computed on the shape's bounding window only, then placed in a full-size array.
+    """
+    reach = 1.2 * radius + 1  # the heart's lobes reach 1.16 r above the centre
+    x0, x1 = max(0, int(np.floor(cx - reach))), min(width, int(np.ceil(cx + reach)) + 1)
+    y0, y1 = max(0, int(np.floor(cy - reach))), min(height, int(np.ceil(cy + reach)) + 1)
+    out = np.zeros((height, width), dtype=bool)
+    if x0 < x1 and y0 < y1:
+        ys, xs = grid(height, width)
+        out[y0:y1, x0:x1] = _shape_window(shape, xs[y0:y1, x0:x1] - cx, ys[y0:y1, x0:x1] - cy, radius)
+    return out
+
+
+def _shape_window(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     if shape == "circle":
         return dx * dx + dy * dy <= r * r
     if shape == "square":
@@ -71,19 +82,27 @@ def shape_mask(shape: str, cx: float, cy: float, radius: float, height: int, wid
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def stuff_texture(name: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """Float32 (height, width, 3) texture for a stuff class over the whole image (cropped by its mask)."""
-    base, texture = STUFF[name]
-    ys, xs = grid(height, width)
-    rgb = np.empty((height, width, 3), dtype=np.float32)
-    rgb[:] = np.asarray(base, dtype=np.float32)
+def texture_noise(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image noise shared by the stuff textures: fine per-pixel noise and coarse blotches."""
     fine = rng.normal(0.0, 1.0, size=(height, width)).astype(np.float32)
-    # Low-frequency blotches: coarse noise upsampled by repetition.
     cell = 8
     coarse = rng.normal(0.0, 1.0, size=(height // cell + 1, width // cell + 1)).astype(np.float32)
     blotch = np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)[:height, :width]
+    return fine, blotch
+
+
+def stuff_texture(name: str, noise: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
+                  rows: slice = slice(None)) -> np.ndarray:
+    """Float32 (len(rows), width, 3) texture of a stuff class over image rows `rows` (cropped later by its mask)."""
+    base, texture = STUFF[name]
+    full_h, width = noise[0].shape
+    fine, blotch = noise[0][rows], noise[1][rows]
+    height = fine.shape[0]
+    ys, xs = (a[rows] for a in grid(full_h, width))
+    rgb = np.empty((height, width, 3), dtype=np.float32)
+    rgb[:] = np.asarray(base, dtype=np.float32)
     if texture == "gradient":
-        shade = (ys / height) * 40.0 + 2.0 * fine
+        shade = (ys / full_h) * 40.0 + 2.0 * fine
         rgb += shade[..., None] * np.array([0.6, 0.4, 0.2], dtype=np.float32)
     elif texture == "waves":
         phase = rng.uniform(0, 2 * np.pi)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
-from refexp.data.synthetic.render import shape_mask, stuff_texture
+from refexp.data.synthetic.render import shape_mask, stuff_texture, texture_noise
 from refexp.data.synthetic.vocabulary import (
     COLOURS,
     GROUND_STUFF,
@@ -49,11 +50,11 @@ class Region:
     radius: float = 0.0
     mask: np.ndarray = field(default=None, repr=False)  # bool (H, W), visible pixels
 
-    @property
+    @cached_property
     def area(self) -> int:
         return int(self.mask.sum())
 
-    @property
+    @cached_property  # masks are never modified after the scene is built
     def box(self) -> tuple[int, int, int, int]:
         """(x1, y1, x2, y2), 0-based, inclusive ends, of the visible pixels."""
         ys = np.flatnonzero(self.mask.any(axis=1))
@@ -141,13 +142,17 @@ def make_scene(rng: np.random.Generator, p: SceneParams) -> Scene:
     specs = _object_specs(rng, n_objects, palette, twins)
 
     image = np.zeros((h, w, 3), dtype=np.float32)
+    noise = texture_noise(h, w, rng)
     for i, name in enumerate(stuff_names):
         region = label == i
-        image[region] = stuff_texture(name, h, w, rng)[region]
+        ys = np.flatnonzero(region.any(axis=1))
+        rows = slice(int(ys[0]), int(ys[-1]) + 1)
+        image[rows][region[rows]] = stuff_texture(name, noise, rng, rows)[region[rows]]
 
     n_stuff = len(stuff_names)
     placed: list[tuple[str, str, str, float, np.ndarray, float, float]] = []
     full_areas: list[int] = []
+    visible: list[int] = []
     min_pixels = MIN_PIXELS * scale * scale
     dropped = 0
     for shape, colour, size in specs:
@@ -163,12 +168,12 @@ def make_scene(rng: np.random.Generator, p: SceneParams) -> Scene:
             full = int(mask.sum())
             if full < min_pixels:
                 continue
-            trial = label.copy()
-            trial[mask] = n_stuff + len(placed)
-            visible = np.bincount(trial.ravel(), minlength=n_stuff + len(placed) + 1)[n_stuff:]
-            needs = [max(min_pixels, MIN_VISIBLE_SHARE * a) for a in full_areas]
-            if all(v >= need for v, need in zip(visible[:-1], needs)):
-                label = trial
+            # pixels each earlier object would lose under the new one
+            lost = np.bincount(label[mask], minlength=n_stuff + len(placed))[n_stuff:]
+            if all(v - l >= max(min_pixels, MIN_VISIBLE_SHARE * a)
+                   for v, l, a in zip(visible, lost, full_areas)):
+                label[mask] = n_stuff + len(placed)
+                visible = [v - l for v, l in zip(visible, lost)] + [full]
                 full_areas.append(full)
                 placed.append((shape, colour, size, radius, mask, cx, cy))
                 break
