@@ -13,3 +13,6 @@ from pathlib import Path as _Path
 _os.environ.setdefault("PREFECT_HOME", str(_Path(__file__).resolve().parents[1] / ".prefect"))
 _os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 _os.environ.setdefault("DO_NOT_TRACK", "1")
+# Without PREFECT_API_URL, `python -m flows.pipeline` starts a temporary local API; on a busy
+# 2-core machine its start-up can exceed Prefect's 20 s default.
+_os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
