@@ -296,6 +296,8 @@ class SynthExpressionsConfig(Section):
     """Vision-only data as extra training data: COCO instances with their class name as expression."""
 
     datasets: list[str] = Field(default_factory=lambda: ["coco"])
+    # Crowd annotations mark a group of objects; the paper's class-name regions are single instances.
+    include_crowd: bool = False
 
 
 class Config(Section):
