@@ -86,12 +86,18 @@ def world(server, tmp_path, monkeypatch):
     return {"manifest": manifest, "manifest_path": path, "texts": texts, "archives": archives, "repo": repo}
 
 
+def repo_params() -> dict:
+    """The repo's params.yaml, so every other section keeps validating as the project grows."""
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
 def config(world, local_root: Path | None = None, **fetch_overrides):
-    datasets = {"referit": {"format": "referit", "source": "official"}}
+    raw = repo_params()
+    raw["datasets"]["referit"] = {"format": "referit", "source": "official"}
     if local_root is not None:
-        datasets["referit_local"] = {"format": "referit", "source": "local", "root": str(local_root)}
-    fetch_data = {
-        "datasets": ["referit"],
+        raw["datasets"]["referit_local"] = {"format": "referit", "source": "local", "root": str(local_root)}
+    raw["fetch_data"] = {
+        **raw.get("fetch_data", {}),
         "manifest": str(world["manifest_path"]),
         "hash_lock": str(world["repo"] / "data_manifest.lock.yaml"),
         "retries": 2,
@@ -99,9 +105,7 @@ def config(world, local_root: Path | None = None, **fetch_overrides):
         "min_free_gb": 0.0,
         **fetch_overrides,
     }
-    return parse_config(
-        {"datasets": datasets, "fetch_data": fetch_data, "prepare_referit": {"datasets": ["referit"]}, "prepare_coco": {"datasets": []}}
-    )
+    return parse_config(raw)
 
 
 def local_copy_like_a_user_would_unpack(world, root: Path) -> Path:
@@ -215,15 +219,12 @@ def test_full_disk_is_a_clear_error_before_any_request(server, world, monkeypatc
 
 def test_dataset_missing_from_the_manifest_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = parse_config(
-        {
-            "datasets": {"referit": {"format": "referit", "source": "synthetic"}, "glove": {"format": "glove", "source": "official"}},
-            "fetch_data": {"datasets": ["glove"], "manifest": str(REAL_MANIFEST)},
-            "prepare_coco": {"datasets": []},
-        }
-    )
-    with pytest.raises(ManifestError, match=r"datasets\.glove: source 'official' but the manifest has no entry 'glove'"):
-        fetch(cfg, "glove", tmp_path / "raw" / "glove")
+    raw = repo_params()
+    raw["datasets"]["glove_840b"] = {"format": "glove", "source": "official"}
+    raw["fetch_data"] = {**raw.get("fetch_data", {}), "manifest": str(REAL_MANIFEST)}
+    cfg = parse_config(raw)
+    with pytest.raises(ManifestError, match=r"datasets\.glove_840b: source 'official' but the manifest has no entry 'glove_840b' or 'glove'"):
+        fetch(cfg, "glove_840b", tmp_path / "raw" / "glove_840b")
 
 
 def test_real_manifest_names_every_official_artifact():
