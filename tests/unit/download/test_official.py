@@ -242,3 +242,77 @@ def test_real_manifest_names_every_official_artifact():
         assert any("web.archive.org" in u for u in arts[name]["urls"])
     for entry in arts.values():
         assert entry["sha256"] is None or len(entry["sha256"]) == 64
+
+
+def serve_dataset(server, manifest: dict, dataset: str, files: dict[str, bytes]) -> None:
+    for placement in manifest["datasets"][dataset]:
+        name = placement["artifact"]
+        manifest["artifacts"][name]["urls"] = [server.url(f"/m/{name}")]
+        manifest["artifacts"][name]["size"] = None  # fixtures, not the real archives
+        if name in files:  # optional artifacts (region_graphs) are not fetched unless asked for
+            server.files[f"/m/{name}"] = files[name]
+
+
+@pytest.mark.parametrize(
+    "dataset, files, expected",
+    [
+        (
+            "refcoco",
+            {
+                "refcoco.zip": zip_bytes({"refcoco/instances.json": b"{}", "refcoco/refs(unc).p": b"p1", "refcoco/refs(google).p": b"p2"}),
+                "train2014.zip": zip_bytes({"train2014/COCO_train2014_000000000009.jpg": b"jpg"}),
+            },
+            {"instances.json", "refs(unc).p", "refs(google).p", "images/mscoco/images/train2014/COCO_train2014_000000000009.jpg"},
+        ),
+        (
+            "refclef",
+            {
+                "refclef.zip": zip_bytes({"refclef/instances.json": b"{}", "refclef/refs(berkeley).p": b"p"}),
+                "saiapr_tc-12.zip": zip_bytes({"saiapr_tc-12/00/images/25.jpg": b"jpg"}),
+            },
+            {"instances.json", "refs(berkeley).p", "images/saiapr_tc-12/00/images/25.jpg"},
+        ),
+        (
+            "visual_genome",
+            {
+                "region_descriptions.json.zip": zip_bytes({"region_descriptions.json": b"[]"}),
+                "image_data.json.zip": zip_bytes({"image_data.json": b"[]"}),
+                "images.zip": zip_bytes({"VG_100K/1.jpg": b"jpg"}),
+                "images2.zip": zip_bytes({"VG_100K_2/2.jpg": b"jpg"}),
+            },
+            {"region_descriptions.json", "image_data.json", "VG_100K/1.jpg", "VG_100K_2/2.jpg"},
+        ),
+    ],
+)
+def test_refer_and_visual_genome_layouts(server, tmp_path, monkeypatch, dataset, files, expected):
+    manifest = yaml.safe_load(REAL_MANIFEST.read_text())
+    serve_dataset(server, manifest, dataset, files)
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    monkeypatch.chdir(tmp_path)
+    raw = repo_params()
+    fmt = "visual_genome" if dataset == "visual_genome" else "refer"
+    raw["datasets"][dataset] = {"format": fmt, "source": "official"}
+    raw["fetch_data"] = {**raw.get("fetch_data", {}), "manifest": "manifest.yaml", "min_free_gb": 0.0, "retries": 0}
+    out = tmp_path / "data" / "raw" / dataset
+
+    fetch(parse_config(raw), dataset, out)
+
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == expected
+
+
+def test_archive_without_the_expected_member_names_it(server, tmp_path, monkeypatch):
+    manifest = yaml.safe_load(REAL_MANIFEST.read_text())
+    serve_dataset(server, manifest, "refcocog", {
+        "refcocog.zip": zip_bytes({"refcocog_v2/instances.json": b"{}"}),
+        "train2014.zip": zip_bytes({"train2014/a.jpg": b"jpg"}),
+    })
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    monkeypatch.chdir(tmp_path)
+    raw = repo_params()
+    raw["datasets"]["refcocog"] = {"format": "refer", "source": "official"}
+    raw["fetch_data"] = {**raw.get("fetch_data", {}), "manifest": "manifest.yaml", "min_free_gb": 0.0, "subset": "annotations"}
+
+    with pytest.raises(ManifestError, match=r"refcocog\.zip: has no member 'refcocog' .*\['refcocog_v2'\]"):
+        fetch(parse_config(raw), "refcocog", tmp_path / "data" / "raw" / "refcocog")
+    assert not (tmp_path / "data" / "raw" / "refcocog").exists()
+    assert server.hits("/m/train2014.zip") == []  # the annotations subset skips COCO images
