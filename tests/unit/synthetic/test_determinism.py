@@ -55,3 +55,9 @@ def test_another_process_with_another_hash_seed_writes_the_same_bytes(tiny_world
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
     assert _files(tmp_path) == _files(tiny_world.root)
+
+
+def test_worker_processes_write_the_same_bytes(tiny_world, tmp_path):
+    counts = generate(tmp_path, TINY_IMAGES, TINY_SEED, workers=2)
+    assert counts == tiny_world.counts
+    assert _files(tmp_path) == _files(tiny_world.root)

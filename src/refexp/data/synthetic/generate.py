@@ -7,9 +7,14 @@ files, and the world does not depend on which formats are written.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
 import shutil
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -80,41 +85,80 @@ def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_heigh
                           captions_per_image, vg_regions_per_image)
 
 
+@dataclass(frozen=True)
+class _ImageJob:
+    """Builds image `index` and writes its own files; picklable, so it runs in workers too."""
+
+    seed: int
+    splits: tuple[str, ...]
+    params: SceneParams
+    weights: tuple[float, ...]
+    expressions_per_target: int
+    captions_per_image: int
+    vg_regions_per_image: int
+    roots: tuple[tuple[str, Path], ...]
+
+    def __call__(self, index: int) -> tuple[dict[str, dict], Counter]:
+        item = build_image(index, self.seed, self.splits[index], self.params, np.array(self.weights),
+                           self.expressions_per_target, self.captions_per_image, self.vg_regions_per_image)
+        item.jpeg = encoding.jpeg_bytes(item.scene.image)
+        records = {f: WRITERS[f](root).write_image(item) for f, root in self.roots}
+        stats: Counter = Counter()
+        _tally(stats, item)
+        return records, stats
+
+
 def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int = 128, image_height: int = 128,
              min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
              expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
              captions_per_image: int = 5, vg_regions_per_image: int = 6, val_fraction: float = 0.1,
-             test_fraction: float = 0.2, formats: Iterable[str] = FORMATS) -> dict:
+             test_fraction: float = 0.2, formats: Iterable[str] = FORMATS, workers: int | None = None) -> dict:
     """Write the synthetic world to out_dir/<format>/ for each format; return counts.
 
     The keyword arguments are the fields of SyntheticConfig (expression_mix as a
-    {kind: weight} dict; None means equal weights). Each format directory is written
-    under a temporary name and renamed when complete, replacing a previous one.
+    {kind: weight} dict; None means equal weights). `workers` processes build the
+    images (None: one per core, up to 2, for worlds of 64+ images); the files are the
+    same bytes whatever the number. Each format directory is written under a temporary
+    name and renamed when complete, replacing a previous one.
     """
-    world = dict(image_width=image_width, image_height=image_height, min_objects=min_objects,
-                 max_objects=max_objects, expressions_per_target=expressions_per_target,
-                 expression_mix=expression_mix, twin_fraction=twin_fraction,
-                 captions_per_image=captions_per_image, vg_regions_per_image=vg_regions_per_image,
-                 val_fraction=val_fraction, test_fraction=test_fraction)
     formats = tuple(formats)
     unknown = [f for f in formats if f not in WRITERS]
     if unknown or not formats:
         raise ValueError(f"formats: unknown or empty {unknown or formats} (known: {list(WRITERS)})")
+    if n_images < 1:
+        raise ValueError(f"n_images must be >= 1, got {n_images}")
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     if hasattr(expression_mix, "model_dump"):  # an ExpressionMix section passed as is
-        world["expression_mix"] = expression_mix.model_dump()
+        expression_mix = expression_mix.model_dump()
+    weights = normalise_mix(dict(expression_mix) if expression_mix is not None else dict.fromkeys(KINDS, 1.0))
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if n_images >= 64 else 1
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = {f: out_dir / f".{f}.partial" for f in formats}
     for path in tmp.values():
         shutil.rmtree(path, ignore_errors=True)
+    job = _ImageJob(
+        seed=seed, splits=tuple(assign_splits(n_images, seed, val_fraction, test_fraction)),
+        params=SceneParams(width=image_width, height=image_height, min_objects=min_objects,
+                           max_objects=max_objects, twin_fraction=twin_fraction),
+        weights=tuple(float(w) for w in weights), expressions_per_target=expressions_per_target,
+        captions_per_image=captions_per_image, vg_regions_per_image=vg_regions_per_image,
+        roots=tuple((f, tmp[f]) for f in formats))
     writers = {f: WRITERS[f](tmp[f]) for f in formats}
-
     stats: Counter = Counter()
-    for item in iter_images(n_images, seed, **world):
-        item.jpeg = encoding.jpeg_bytes(item.scene.image)
-        for writer in writers.values():
-            writer.add(item)
-        _tally(stats, item)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            results = pool.map(job, range(n_images), chunksize=16)
+        else:
+            results = map(job, range(n_images))
+        for records, image_stats in results:  # in image order, whatever the workers
+            for f, record in records.items():
+                writers[f].collect(record)
+            stats.update(image_stats)
     counts = {"images": n_images, **{k: stats[k] for k in sorted(stats)}}
     for f, writer in writers.items():
         counts.update(writer.finish())

@@ -12,6 +12,12 @@
   Region width/height count pixels (x2 - x1 + 1). coco_id is the same image in coco/.
 
 Image ids are the same integers in all three (1..n_images).
+
+Each writer has two halves so that images can be built in worker processes:
+`write_image(item)` writes that image's own files and returns a small picklable
+record (it touches no writer state), and `collect(record)`, called in image order in
+one process, aggregates the annotation files that `finish()` writes. Ids that count
+across images (COCO annotation ids, VG region ids) are assigned in `collect`.
 """
 from __future__ import annotations
 
@@ -62,26 +68,31 @@ class ReferitWriter:
         self.imlist = {s: [] for s in SPLITS}
         self.counts = {"referit_regions": 0, "referit_expressions": 0, "referit_regions_without_expression": 0}
 
-    def add(self, item: SyntheticImage) -> None:
+    def write_image(self, item: SyntheticImage) -> dict:
         sid = str(item.image_id)
         _write(self.root / "images" / f"{sid}.jpg", item.jpeg)
         _write(self.root / "proposals" / f"{sid}.txt", encoding.proposals_text(item.proposals))
-        self.imlist[item.split].append(sid)
-        self.imsize[f"{sid}.jpg"] = [item.scene.width, item.scene.height]
-        names = []
+        regions = []
         for region, exprs in zip(item.scene.regions, item.expressions):
             name = referit_region_name(item.image_id, region.index)
-            names.append(name)
             _write(self.root / "mask" / f"{name}.mat", encoding.referit_mask_mat(region.mask))
-            self.bbox[name] = list(region.box)
+            regions.append((name, list(region.box), [e.text for e in exprs], [e.kind for e in exprs]))
+        return {"id": sid, "split": item.split, "size": [item.scene.width, item.scene.height], "regions": regions}
+
+    def collect(self, record: dict) -> None:
+        sid, split = record["id"], record["split"]
+        self.imlist[split].append(sid)
+        self.imsize[f"{sid}.jpg"] = record["size"]
+        self.imcrop[f"{sid}.jpg"] = [name for name, _, _, _ in record["regions"]]
+        for name, box, texts, kinds in record["regions"]:
+            self.bbox[name] = box
             self.counts["referit_regions"] += 1
-            if not exprs:
+            if not texts:
                 self.counts["referit_regions_without_expression"] += 1
                 continue
-            self.query[item.split][name] = [e.text for e in exprs]
-            self.kinds[name] = [e.kind for e in exprs]
-            self.counts["referit_expressions"] += len(exprs)
-        self.imcrop[f"{sid}.jpg"] = names
+            self.query[split][name] = texts
+            self.kinds[name] = kinds
+            self.counts["referit_expressions"] += len(texts)
 
     def finish(self) -> dict:
         ann = self.root / "annotations"
@@ -121,33 +132,40 @@ class CocoWriter:
         self.image_splits: dict[str, str] = {}
         self.counts = {"coco_instances": 0, "coco_instances_rle": 0, "coco_captions": 0}
 
-    def add(self, item: SyntheticImage) -> None:
+    def write_image(self, item: SyntheticImage) -> dict:
         split_dir = "train2014" if item.split == "train" else "val2014"
         name = coco_file_name(split_dir, item.image_id)
         _write(self.root / split_dir / name, item.jpeg)
-        self.image_splits[str(item.image_id)] = item.split
-        self.images[split_dir].append({
+        image = {
             "license": 1, "file_name": name, "coco_url": f"synthetic/{split_dir}/{name}",
             "height": item.scene.height, "width": item.scene.width,
             "date_captured": "2014-01-01 00:00:00", "flickr_url": "", "id": item.image_id,
-        })
+        }
+        instances = []
         for obj in item.scene.objects:
             x1, y1, x2, y2 = obj.box
-            if encoding.has_holes(obj.mask):
-                segmentation = encoding.uncompressed_rle(obj.mask)
-                self.counts["coco_instances_rle"] += 1
-            else:
-                segmentation = encoding.mask_polygons(obj.mask)
-            self.instances[split_dir].append({
-                "segmentation": segmentation, "area": float(obj.area), "iscrowd": 0,
-                "image_id": item.image_id, "bbox": [float(x1), float(y1), float(x2 - x1 + 1), float(y2 - y1 + 1)],
-                "category_id": SHAPES.index(obj.category) + 1, "id": self.counts["coco_instances"] + 1,
+            rle = encoding.has_holes(obj.mask)  # polygons cannot express holes
+            instances.append({
+                "segmentation": encoding.uncompressed_rle(obj.mask) if rle else encoding.mask_polygons(obj.mask),
+                "area": float(obj.area), "iscrowd": 0, "image_id": item.image_id,
+                "bbox": [float(x1), float(y1), float(x2 - x1 + 1), float(y2 - y1 + 1)],
+                "category_id": SHAPES.index(obj.category) + 1,
             })
+        return {"split": item.split, "split_dir": split_dir, "image": image, "instances": instances,
+                "captions": list(item.captions)}
+
+    def collect(self, record: dict) -> None:
+        split_dir, image = record["split_dir"], record["image"]
+        self.image_splits[str(image["id"])] = record["split"]
+        self.images[split_dir].append(image)
+        for ann in record["instances"]:
             self.counts["coco_instances"] += 1
-        for caption in item.captions:
-            self.captions[split_dir].append({"image_id": item.image_id, "id": self.counts["coco_captions"] + 1,
-                                             "caption": caption})
+            self.counts["coco_instances_rle"] += isinstance(ann["segmentation"], dict)
+            self.instances[split_dir].append({**ann, "id": self.counts["coco_instances"]})
+        for caption in record["captions"]:
             self.counts["coco_captions"] += 1
+            self.captions[split_dir].append({"image_id": image["id"], "id": self.counts["coco_captions"],
+                                             "caption": caption})
 
     def finish(self) -> dict:
         ann = self.root / "annotations"
@@ -169,18 +187,23 @@ class VisualGenomeWriter:
         self.image_data: list[dict] = []
         self.counts = {"vg_regions": 0}
 
-    def add(self, item: SyntheticImage) -> None:
+    def write_image(self, item: SyntheticImage) -> dict:
         _write(self.root / "VG_100K" / f"{item.image_id}.jpg", item.jpeg)
-        self.image_data.append({"width": item.scene.width, "url": f"synthetic/VG_100K/{item.image_id}.jpg",
-                                "height": item.scene.height, "image_id": item.image_id,
-                                "coco_id": item.image_id, "flickr_id": None})
+        image = {"width": item.scene.width, "url": f"synthetic/VG_100K/{item.image_id}.jpg",
+                 "height": item.scene.height, "image_id": item.image_id,
+                 "coco_id": item.image_id, "flickr_id": None}
+        boxes = [(d.phrase, d.box) for d in item.region_descriptions]
+        return {"image": image, "regions": boxes}
+
+    def collect(self, record: dict) -> None:
+        image = record["image"]
+        self.image_data.append(image)
         regions = []
-        for j, d in enumerate(item.region_descriptions):
-            x1, y1, x2, y2 = d.box
-            regions.append({"region_id": self.counts["vg_regions"] + j + 1, "width": x2 - x1 + 1, "height": y2 - y1 + 1,
-                            "image_id": item.image_id, "phrase": d.phrase, "y": y1, "x": x1})
-        self.regions.append({"regions": regions, "id": item.image_id})
-        self.counts["vg_regions"] += len(regions)
+        for phrase, (x1, y1, x2, y2) in record["regions"]:
+            self.counts["vg_regions"] += 1
+            regions.append({"region_id": self.counts["vg_regions"], "width": x2 - x1 + 1, "height": y2 - y1 + 1,
+                            "image_id": image["image_id"], "phrase": phrase, "y": y1, "x": x1})
+        self.regions.append({"regions": regions, "id": image["image_id"]})
 
     def finish(self) -> dict:
         _write(self.root / "region_descriptions.json", encoding.compact_json(self.regions))
