@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -100,24 +101,25 @@ def _expand(u: np.ndarray, v: np.ndarray, row_order: np.ndarray, grp_ptr: np.nda
     return np.minimum(i, j), np.maximum(i, j), src
 
 
-def mine_pairs(
-    phrases: pd.DataFrame,
-    *,
-    bleu_threshold: float = 0.7,
-    meteor_threshold: float = 0.6,
-    rule: DirectionRule = "both",
-    meteor: MeteorPool | None = None,
-    n_jvms: int = 2,
-    n_blocks: int = 1,
-    client: Any | None = None,
-) -> pd.DataFrame:
-    """Pairs of rows of different images whose phrases pass BLEU-2 (and flag METEOR).
+@dataclass
+class BleuStep:
+    """Output of the BLEU step: row pairs (a < b) and the distinct-string pairs behind them."""
 
-    phrases: DataFrame with columns image_id, phrase (row positions are the ids).
-    Returns one row per pair passing BLEU: a < b (row positions), bleu_ab (phrase a as
-    hypothesis, b as reference), bleu_ba, meteor_ab, meteor_ba, kept (METEOR passes too).
-    Step counts and timings are in `result.attrs["stats"]`.
-    """
+    a: np.ndarray
+    b: np.ndarray
+    bleu_ab: np.ndarray
+    bleu_ba: np.ndarray
+    src: np.ndarray  # row pair -> index into u/v
+    a_is_u: np.ndarray  # row pair's `a` holds string u (else v)
+    u: np.ndarray  # string pairs (records u <= v) passing BLEU
+    v: np.ndarray
+    strings: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def bleu_pairs(phrases: pd.DataFrame, *, bleu_threshold: float = 0.7, rule: DirectionRule = "both",
+               n_blocks: int = 1, client: Any | None = None) -> BleuStep:
+    """The BLEU step of `mine_pairs` alone: every row pair of different images passing BLEU."""
     for col in ("image_id", "phrase"):
         if col not in phrases.columns:
             raise ValueError(f"mine_pairs needs a column {col!r}")
@@ -154,13 +156,36 @@ def mine_pairs(
     grp_ptr = np.zeros(len(strings) + 1, np.int64)
     np.cumsum(np.bincount(row_record, minlength=len(strings)), out=grp_ptr[1:])
     a, b, src = _expand(u, v, row_order, grp_ptr, image)
-    stats["pairs_bleu"] = int(a.size)
-    stats["time_bleu_s"] = time.perf_counter() - t1
-
     # BLEU scores per row pair: a's string is u or v.
     a_is_u = row_record[a] == u[src]
     bleu_ab = np.where(a_is_u, s_uv[src], s_vu[src])
     bleu_ba = np.where(a_is_u, s_vu[src], s_uv[src])
+    stats["pairs_bleu"] = int(a.size)
+    stats["time_bleu_s"] = time.perf_counter() - t1
+    return BleuStep(a, b, bleu_ab, bleu_ba, src, a_is_u, u, v, strings, stats)
+
+
+def mine_pairs(
+    phrases: pd.DataFrame,
+    *,
+    bleu_threshold: float = 0.7,
+    meteor_threshold: float = 0.6,
+    rule: DirectionRule = "both",
+    meteor: MeteorPool | None = None,
+    n_jvms: int = 2,
+    n_blocks: int = 1,
+    client: Any | None = None,
+) -> pd.DataFrame:
+    """Pairs of rows of different images whose phrases pass BLEU-2 (and flag METEOR).
+
+    phrases: DataFrame with columns image_id, phrase (row positions are the ids).
+    Returns one row per pair passing BLEU: a < b (row positions), bleu_ab (phrase a as
+    hypothesis, b as reference), bleu_ba, meteor_ab, meteor_ba, kept (METEOR passes too).
+    Step counts and timings are in `result.attrs["stats"]`.
+    """
+    step = bleu_pairs(phrases, bleu_threshold=bleu_threshold, rule=rule, n_blocks=n_blocks, client=client)
+    a, b, src, a_is_u, u, v, strings = step.a, step.b, step.src, step.a_is_u, step.u, step.v, step.strings
+    bleu_ab, bleu_ba, stats = step.bleu_ab, step.bleu_ba, dict(step.stats)
 
     t2 = time.perf_counter()
     used = np.unique(src)  # string pairs with at least one cross-image row pair
