@@ -62,20 +62,27 @@ def start_server(port: int) -> subprocess.Popen:
     if _port_in_use(port):
         raise ServerError(f"port {port} on {HOST} is already in use; pick another with --port or flows.server_port")
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
-    log.info("starting the Prefect server: %s", " ".join(cmd))
-    return subprocess.Popen(cmd, env=os.environ.copy())
+    # Its own session: Ctrl-C in the terminal reaches only this process, so the served deployment
+    # shuts down (pausing its schedule through the API) while the server is still up; the server
+    # is stopped afterwards, by its PID, in `main`.
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
+    log.info("started the Prefect server (pid %d): %s", proc.pid, " ".join(cmd))
+    return proc
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server by its PID: SIGTERM, then SIGKILL if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+    """Stop the server by its PID (and its process group, which it leads): SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait(timeout=STOP_TIMEOUT_SECONDS)
     log.info("Prefect server (pid %d) stopped", proc.pid)
 
 
@@ -123,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif not os.environ.get("PREFECT_API_URL"):
         parser.error("--no-server needs PREFECT_API_URL")
-    # A plain `kill` must stop the server too, not only Ctrl-C.
+    # Ctrl-C and a plain `kill` both end in the `finally` that stops the server (SIGINT is
+    # re-armed because a shell starting us in the background may have set it to "ignore").
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if not args.no_server:

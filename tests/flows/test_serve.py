@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,6 +46,11 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def server_pid(log_path) -> int | None:
+    match = re.search(r"started the Prefect server \(pid (\d+)\)", log_path.read_text())
+    return int(match.group(1)) if match else None
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -110,5 +116,13 @@ def test_served_deployment_is_listed_scheduled_and_runs(tiny_repo, tmp_path):
         assert json.loads(dvc(tiny_repo, "status", "--json").stdout) == {}
     finally:
         stop_group(proc)
+        # The server runs in its own session (so Ctrl-C reaches only flows.serve): if flows.serve
+        # did not stop it, do it here by its PID, so the test never leaves it running.
+        pid = server_pid(log_path)
+        leftover = pid is not None and group_alive(pid)
+        if leftover:
+            os.killpg(pid, signal.SIGKILL)
+    assert pid is not None, log_path.read_text()[-3000:]
     assert not group_alive(proc.pid), "flows.serve left processes behind"
-    assert "Prefect server (pid" in log_path.read_text()
+    assert not leftover, f"flows.serve did not stop the Prefect server (pid {pid})"
+    assert f"Prefect server (pid {pid}) stopped" in log_path.read_text()
