@@ -275,6 +275,11 @@ def _attempt(
                 raise _Permanent(f"HTTP {status} {response.reason}")
             if status >= 400:
                 raise _Transient(f"HTTP {status} {response.reason}")
+            content_type = response.headers.get("Content-Type", "")
+            if content_type.startswith("text/html") and not name.endswith((".html", ".htm")):
+                # Dead hosts and file-sharing sites answer 200 with a login, quota or "confirm" page;
+                # never take that page for the artifact (nor record its hash in the lock file).
+                raise _Permanent(f"got an HTML page ({content_type}) instead of the file")
             total: int | None = None
             if status == 206:
                 match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))

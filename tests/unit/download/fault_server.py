@@ -5,7 +5,8 @@ faults consumed one per request before normal service resumes:
 
 - "drop":  headers with the full length, half of the body, then the connection closes;
 - "500" / "503" / "404": that status;
-- "ignore-range": a 200 with the whole body even when a Range was asked for.
+- "ignore-range": a 200 with the whole body even when a Range was asked for;
+- "html": a 200 with an HTML page (what dead hosts and file-sharing sites send).
 
 Normal service honours `Range: bytes=N-` with a 206. Every request is logged in
 `server.requests` as (path, Range header or None). Runs in a daemon thread; `stop()`
@@ -37,6 +38,14 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests.append((path, range_header))
             fault = srv.faults[path].pop(0) if srv.faults[path] else None
         body = srv.files.get(path)
+        if fault == "html":
+            page = b"<html><body>Quota exceeded, please confirm the download</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
         if fault in ("500", "503", "404") or body is None:
             status = int(fault) if fault else 404
             self.send_response(status)

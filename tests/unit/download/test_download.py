@@ -227,3 +227,16 @@ def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
 def test_backoff_is_capped():
     policy = RetryPolicy(backoff_seconds=2, backoff_factor=3, max_backoff_seconds=20)
     assert [policy.delay(k) for k in range(4)] == [2, 6, 18, 20]
+
+
+def test_html_page_instead_of_the_file_is_refused_and_not_locked(server, tmp_path):
+    lock = HashLock(tmp_path / "lock.yaml")
+    server.files["/a.bin"] = PAYLOAD
+    server.faults["/drive/a.bin"] = ["html"]
+    server.files["/drive/a.bin"] = PAYLOAD
+    art = Artifact("a.bin", (server.url("/drive/a.bin"), server.url("/a.bin")))  # no size, no hash
+
+    result = download(art, tmp_path / "dl", policy=FAST, lock=lock, sleep=Sleeps(), progress=False)
+
+    assert result.url == server.url("/a.bin")
+    assert yaml.safe_load((tmp_path / "lock.yaml").read_text())["artifacts"]["a.bin"]["sha256"] == SHA
