@@ -40,6 +40,7 @@ def _records(phrases: pd.Series) -> tuple[np.ndarray, list[str], list[np.ndarray
     """Row -> record code; records are distinct scored strings sorted by (length, string)."""
     norm = [normalize(p) if isinstance(p, str) else "" for p in phrases]
     codes, uniques = pd.factorize(pd.Series(norm, dtype=object), sort=False)
+    uniques = uniques.tolist()
     token_lists = [u.split() for u in uniques]
     order = sorted(range(len(uniques)), key=lambda i: (len(token_lists[i]), uniques[i]))
     remap = np.empty(len(uniques), np.int64)

@@ -102,9 +102,14 @@ def bleu2_arrays(c1: np.ndarray, c2: np.ndarray, hyp_len: np.ndarray, ref_len: n
     hyp_len, ref_len = np.asarray(hyp_len, np.int64), np.asarray(ref_len, np.int64)
     if c1.size == 0:
         return np.zeros(0, np.float64)
-    keys = np.stack([c1, c2, hyp_len, ref_len], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    values = np.array([bleu2_from_counts(*map(int, row)) for row in uniq], dtype=np.float64)
+    base = int(max(c1.max(), c2.max(), hyp_len.max(), ref_len.max())) + 1
+    if base ** 4 < 2**62:  # one int64 key per tuple: a 1-D unique is much faster than axis=0
+        keys = ((c1 * base + c2) * base + hyp_len) * base + ref_len
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        rows = np.stack([uniq // base**3, uniq // base**2 % base, uniq // base % base, uniq % base], axis=1)
+    else:
+        rows, inverse = np.unique(np.stack([c1, c2, hyp_len, ref_len], axis=1), axis=0, return_inverse=True)
+    values = np.array([bleu2_from_counts(*map(int, row)) for row in rows], dtype=np.float64)
     return values[inverse.reshape(-1)]
 
 
