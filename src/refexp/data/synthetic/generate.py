@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -112,14 +111,15 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
              min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
              expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
              captions_per_image: int = 5, vg_regions_per_image: int = 6, val_fraction: float = 0.1,
-             test_fraction: float = 0.2, formats: Iterable[str] = FORMATS, workers: int | None = None) -> dict:
+             test_fraction: float = 0.2, formats: Iterable[str] = FORMATS, workers: int = 1) -> dict:
     """Write the synthetic world to out_dir/<format>/ for each format; return counts.
 
     The keyword arguments are the fields of SyntheticConfig (expression_mix as a
-    {kind: weight} dict; None means equal weights). `workers` processes build the
-    images (None: one per core, up to 2, for worlds of 64+ images); the files are the
-    same bytes whatever the number. Each format directory is written under a temporary
-    name and renamed when complete, replacing a previous one.
+    {kind: weight} dict; None means equal weights). With `workers` > 1, spawned
+    processes build the images; the files are the same bytes whatever the number. The
+    default is 1: on the shared 2-core machine, 2 workers were not faster (see
+    benchmarks/synthetic.py). Each format directory is written under a temporary name
+    and renamed when complete, replacing a previous one.
     """
     formats = tuple(formats)
     unknown = [f for f in formats if f not in WRITERS]
@@ -132,8 +132,8 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
     if hasattr(expression_mix, "model_dump"):  # an ExpressionMix section passed as is
         expression_mix = expression_mix.model_dump()
     weights = normalise_mix(dict(expression_mix) if expression_mix is not None else dict.fromkeys(KINDS, 1.0))
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if n_images >= 64 else 1
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
