@@ -17,11 +17,14 @@
   optimizer, scheduler, scaler, RNG states, step, loader position, curve so far), written to a
   temp file and renamed. A later `fit` with the same out_dir resumes from it and reaches the same
   final weights as an uninterrupted run. A checkpoint that cannot be read raises
-  `CheckpointError` (never a silent restart); one written for a different config/seed is set
+  `CheckpointError` (never a silent restart); one written for a different config/seed/run_key is set
   aside as checkpoint.stale.pt with a warning and training restarts.
 - A NaN/inf loss raises `NonFiniteLossError` naming the step.
 - Feedback: tqdm bar (loss, samples/s); per-step CSV curve (`curve_path`, DVC plots: step, loss,
   lr, samples_per_s, and loss_fn's extra floats); metrics JSON (`metrics_path`).
+- `run_key`: anything else that identifies the run (e.g. a hash of the training data and of the
+  initial weights); with cfg, seed and the model's parameter shapes it forms the checkpoint's
+  fingerprint, so a checkpoint left by different inputs is never resumed.
 - `stop_after_steps` ends this call early after that many optimizer steps (checkpoint written):
   the in-process stand-in for a kill, used by tests and by time-sliced schedulers.
 
@@ -177,9 +180,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainingConfig) -> torch.op
 # ---------------------------------------------------------------- checkpoints
 
 
-def _fingerprint(cfg: TrainingConfig, seed: int, model: torch.nn.Module) -> str:
+def _fingerprint(cfg: TrainingConfig, seed: int, model: torch.nn.Module, run_key: str) -> str:
     shapes = sorted((k, tuple(v.shape)) for k, v in model.state_dict().items())
-    text = json.dumps([cfg.model_dump(), seed, shapes], sort_keys=True, default=str)
+    text = json.dumps([cfg.model_dump(), seed, shapes, run_key], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -268,6 +271,7 @@ def fit(
     deterministic: bool = True,
     stop_after_steps: int | None = None,
     progress: bool = True,
+    run_key: str = "",
 ) -> dict:
     """Train `model` for cfg.steps optimizer steps (resuming from out_dir/checkpoint.pt)."""
     out_dir = Path(out_dir)
@@ -276,12 +280,14 @@ def fit(
         raise ValueError("training dataset is empty")
     seed_everything(seed, deterministic)
     device = pick_device()
+    if device.type == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
     model.to(device)
     amp_dtype = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
-    fingerprint = _fingerprint(cfg, seed, model)
+    fingerprint = _fingerprint(cfg, seed, model, run_key)
 
     step, epoch, batch_in_epoch, curve = 0, 0, 0, []
     # Throughput over all calls of this run (a resumed run reports the whole run's rate).

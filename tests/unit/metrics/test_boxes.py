@@ -36,6 +36,9 @@ def test_paired_iou_equals_library_diagonal():
     expected = torch.diagonal(tv_box_iou(bm.to_exclusive(a), bm.to_exclusive(b)))
     torch.testing.assert_close(bm.paired_iou(a, b), expected)
     torch.testing.assert_close(torch.diagonal(bm.box_iou(a, b)), expected)
+    # The numpy matrix used by the ranking metrics equals torchvision's on every pair.
+    np.testing.assert_allclose(bm.box_iou_np(a.numpy(), b.numpy()),
+                               tv_box_iou(bm.to_exclusive(a), bm.to_exclusive(b)).numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_p_at_1_recall_and_oracle_by_hand():

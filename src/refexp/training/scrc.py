@@ -1,0 +1,271 @@
+"""SCRC wiring over the prepared tables: caption pretraining, fine-tuning a variant, evaluation.
+
+- `pretrain(cfg, paths)`: LRCN caption pretraining (W_local = 0) on the caption table's train split
+  -> models/scrc/pretrained/model.pt.
+- `finetune(cfg, paths, variant)`: builds the variant, transfers from the captioner (Sec. 3.2)
+  unless `transfer: false`, fine-tunes on the train split's (image, box, expression) tuples unless
+  `fine_tune: false` (LRCN-as-retriever) -> models/scrc/<variant>/model.pt.
+- `evaluate(cfg, paths, variant)`: scores the test split's queries against (a) all annotated
+  boxes of the image (P@1) and (b) proposals (R@1, R@10, oracle R@100), per expression kind,
+  with the summed log-likelihood (the paper's Eq. 7) and the length-normalised one, and writes
+  per-query predictions for the report's figures.
+
+Vocabulary: the referring-expression vocabulary (train split) followed by caption words it lacks
+(caption train split), so captioner and SCRC share word ids and the transfer is a plain copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from refexp.artifacts import atomic_path
+from refexp.config import Config, ScrcVariant
+from refexp.data.proposals import proposals_for_images
+from refexp.data.torch_datasets import (
+    BoxExpressionDataset,
+    CaptionDataset,
+    ImageStore,
+    collate_sequences,
+    continuous_boxes,
+    encode_tokens,
+    pad_sequences,
+    spatial_features,
+    to_store_boxes,
+)
+from refexp.metrics import boxes as box_metrics
+from refexp.models import build_model
+from refexp.models.scrc import Scrc, transfer_from_captioner
+from refexp.paths import Paths
+from refexp.text.vocab import Vocab
+from refexp.training.engine import fit
+from refexp.training.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+MODEL = "scrc"
+PRETRAINED = "pretrained"
+MODEL_FILE = "model.pt"
+KINDS = ("attribute", "position", "relation")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def joint_vocab(paths: Paths, dataset: str, caption_dataset: str) -> Vocab:
+    words = list(Vocab.load(paths.vocab(dataset)).words)
+    caption_vocab = paths.prepared(caption_dataset) / "vocab.txt"
+    if caption_vocab.exists():
+        seen = set(words)
+        words += [w for w in Vocab.load(caption_vocab).words if w not in seen]
+    return Vocab(tuple(words))
+
+
+def read_tuples(paths: Paths, dataset: str) -> pd.DataFrame:
+    path = paths.tuples(dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run prepare_referit for dataset '{dataset}' first")
+    return pd.read_parquet(path)
+
+
+def train_subset(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A seeded `fraction` of the training images (all their tuples)."""
+    if fraction >= 1.0:
+        return frame
+    images = np.array(sorted(frame["image_id"].astype(str).unique()))
+    rng = np.random.default_rng(seed)
+    keep = set(rng.permutation(images)[: max(1, math.ceil(fraction * len(images)))])
+    return frame[frame["image_id"].astype(str).isin(keep)]
+
+
+def _image_store(cfg: Config, paths: Paths, frames: list[pd.DataFrame]) -> ImageStore:
+    image_paths = pd.concat([f["image_path"] for f in frames]).dropna().astype(str)
+    if image_paths.empty:
+        raise ValueError("the table has no image paths; only the image-free variant (use_box: false, "
+                         "use_context: false) can train without images")
+    return ImageStore(image_paths.tolist(), paths.root, cfg.scrc.image_size)
+
+
+# ---------------------------------------------------------------- models
+
+
+def build_scrc(cfg: Config, vocab_size: int, variant: ScrcVariant | None) -> Scrc:
+    """variant None = the captioner (W_local = 0)."""
+    s = cfg.scrc
+    flags = (dict(use_local=False, use_box=False, use_spatial=False, use_context=True) if variant is None else
+             dict(use_local=True, use_box=variant.use_box, use_spatial=variant.use_spatial, use_context=variant.use_context))
+    return build_model(MODEL, vocab_size=vocab_size, embed_dim=s.embed_dim, hidden=s.hidden, feature_dim=s.feature_dim,
+                       backbone=s.backbone, pretrained=s.pretrained, crop_size=s.crop_size, dropout=s.dropout, **flags)
+
+
+def scrc_loss(model: Scrc, batch: dict) -> tuple[torch.Tensor, dict]:
+    """Eq. 8 averaged over the batch: -sum_t log p(w_t | ...) per tuple."""
+    ll, n = model.log_likelihood(batch)
+    return -ll.mean(), {"nll_per_token": float(-ll.detach().sum() / n.sum())}
+
+
+def file_digest(*files: Path) -> str:
+    """sha256 over the files' bytes: the inputs a training run depends on (its run_key)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).read_bytes() if Path(f).exists() else b"<missing>")
+    return h.hexdigest()[:16]
+
+
+def save_model(model: torch.nn.Module, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
+def load_model(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train this model first")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
+# ---------------------------------------------------------------- stages
+
+
+def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
+    s = cfg.scrc
+    captions = pd.read_parquet(paths.prepared(s.caption_dataset) / "captions.parquet")
+    train = captions[captions["split"] == "train"]
+    vocab = joint_vocab(paths, s.dataset, s.caption_dataset)
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    images = _image_store(cfg, paths, [train])
+    data = CaptionDataset(train, vocab, images, s.max_tokens)
+    model = build_scrc(cfg, len(vocab), None)
+    out_dir = paths.model_dir(MODEL, PRETRAINED)
+    metrics = fit(model, data, scrc_loss, cfg.training.merged(s.pretrain_training), out_dir, seed=cfg.run.seed,
+                  collate_fn=collate_sequences, deterministic=cfg.run.deterministic, progress=progress,
+                  curve_path=paths.plots("pretrain_scrc", PRETRAINED),
+                  run_key=file_digest(paths.prepared(s.caption_dataset) / "captions.parquet", paths.vocab(s.dataset)))
+    save_model(model, out_dir / MODEL_FILE)
+    metrics.update({"train/captions": len(train), "train/images": images.images.shape[0], "vocab_size": len(vocab)})
+    return metrics
+
+
+def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None = None, progress: bool = True) -> dict:
+    s = cfg.scrc
+    variant = s.variant(variant_name)
+    dataset = dataset or s.dataset
+    tuples = read_tuples(paths, dataset)
+    train = train_subset(tuples[tuples["split"] == "train"], variant.train_fraction, cfg.run.seed)
+    vocab = joint_vocab(paths, dataset, s.caption_dataset) if variant.transfer else Vocab.load(paths.vocab(dataset))
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    needs_images = variant.use_box or variant.use_context
+    images = _image_store(cfg, paths, [train]) if needs_images else None
+    data = BoxExpressionDataset(train, vocab, images, s.max_tokens)
+    model = build_scrc(cfg, len(vocab), variant)
+    if variant.transfer:
+        captioner = load_model(build_scrc(cfg, len(vocab), None), paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE)
+        transfer_from_captioner(model, captioner)
+    out_dir = paths.model_dir(MODEL, variant_name)
+    metrics: dict = {"train/tuples": len(train), "train/images": int(train["image_id"].nunique()), "vocab_size": len(vocab)}
+    if variant.fine_tune:
+        tcfg = cfg.training.merged(s.training).merged(variant.training)
+        metrics.update(fit(model, data, scrc_loss, tcfg, out_dir, seed=cfg.run.seed, collate_fn=collate_sequences,
+                           deterministic=cfg.run.deterministic, progress=progress,
+                           curve_path=paths.plots("train_scrc", variant_name),
+                           run_key=file_digest(paths.tuples(dataset), paths.vocab(dataset),
+                                               *([paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE] if variant.transfer else []))))
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics["train/steps"] = 0
+    save_model(model, out_dir / MODEL_FILE)
+    return metrics
+
+
+def load_variant(cfg: Config, paths: Paths, variant_name: str, dataset: str) -> tuple[Scrc, Vocab]:
+    variant = cfg.scrc.variant(variant_name)
+    vocab = joint_vocab(paths, dataset, cfg.scrc.caption_dataset) if variant.transfer else Vocab.load(paths.vocab(dataset))
+    model = load_model(build_scrc(cfg, len(vocab), variant), paths.model_dir(MODEL, variant_name) / MODEL_FILE)
+    return model.eval(), vocab
+
+
+def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None = None, split: str = "test") -> tuple[dict, pd.DataFrame]:
+    """Metrics and one prediction row per query (for figures)."""
+    s = cfg.scrc
+    dataset = dataset or s.dataset
+    variant = s.variant(variant_name)
+    tuples = read_tuples(paths, dataset)
+    test = tuples[tuples["split"] == split].reset_index(drop=True)
+    if test.empty:
+        raise ValueError(f"dataset '{dataset}' has no '{split}' tuples")
+    model, vocab = load_variant(cfg, paths, variant_name, dataset)
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    if cfg.training.cpu_threads:
+        torch.set_num_threads(cfg.training.cpu_threads)
+    needs_images = variant.use_box or variant.use_context
+    images = _image_store(cfg, paths, [test]) if needs_images else None
+    proposals, proposal_source = proposals_for_images(paths.raw(dataset), test, s.n_proposals, cfg.run.seed)
+    rows = []
+    started = time.perf_counter()
+    for image_id, group in test.groupby("image_id", sort=True):
+        regions = group.drop_duplicates("region_id")
+        width, height = float(group["image_width"].iloc[0]), float(group["image_height"].iloc[0])
+        image = images.images[images.lookup(group["image_path"].iloc[0])][None] if images is not None else None
+        tokens = encode_tokens(group["tokens"], vocab, s.max_tokens)
+        inputs, targets = pad_sequences(tokens, vocab.bos_id, vocab.eos_id, vocab.pad_id)
+        annotated = regions[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
+        props = proposals.get(str(image_id), np.zeros((0, 4)))
+        scored = {}
+        for name, cands in (("annotated", annotated), ("proposals", props)):
+            if len(cands) == 0:
+                scored[name] = (np.zeros((len(group), 0)), None)
+                continue
+            cont = cands.astype(np.float32).copy()
+            cont[:, 2:] += 1
+            n = len(cands)
+            spatial = torch.from_numpy(spatial_features(cont, np.full(n, width), np.full(n, height)))
+            store = torch.from_numpy(to_store_boxes(cont, np.full(n, width), np.full(n, height), s.image_size)) if images is not None else torch.zeros(n, 4)
+            ll, lengths = model.score(image, store, spatial, inputs, targets)
+            scored[name] = (ll.numpy(), lengths.numpy())
+        for qi, row in enumerate(group.itertuples(index=False)):
+            ann_ll, ann_len = scored["annotated"]
+            prop_ll, _ = scored["proposals"]
+            rows.append({
+                "image_id": str(image_id), "image_path": row.image_path, "region_id": row.region_id,
+                "expression": row.expression, "kind": row.kind if isinstance(row.kind, str) else "unknown",
+                "gt": [row.x1, row.y1, row.x2, row.y2],
+                "annotated": annotated.tolist(), "annotated_ll": ann_ll[qi].tolist(),
+                "annotated_ll_norm": (ann_ll[qi] / ann_len[qi]).tolist() if ann_len is not None else [],
+                "proposals_ll": prop_ll[qi].tolist(), "n_tokens": int(ann_len[qi]) if ann_len is not None else 0,
+            })
+    elapsed = time.perf_counter() - started
+    pred = pd.DataFrame(rows)
+    metrics = ranking_metrics(pred, proposals)
+    metrics.update({"test/queries": len(pred), "test/images": int(test["image_id"].nunique()),
+                    "test/proposal_source": proposal_source, "eval/ms_per_query": 1000 * elapsed / max(1, len(pred))})
+    return metrics, pred
+
+
+def ranking_metrics(pred: pd.DataFrame, proposals: dict[str, np.ndarray], prefix: str = "test") -> dict:
+    """P@1 (summed and length-normalised), R@1/R@10/oracle R@100 over proposals, chance, per kind."""
+    out: dict = {}
+    subsets = [("", pred)] + [(f"/{k}", pred[pred["kind"] == k]) for k in KINDS if (pred["kind"] == k).any()]
+    for suffix, part in subsets:
+        gt = np.array(part["gt"].tolist(), dtype=np.float64).reshape(-1, 4)
+        ann = [np.array(a, dtype=np.float64).reshape(-1, 4) for a in part["annotated"]]
+        props = [proposals.get(i, np.zeros((0, 4))) for i in part["image_id"]]
+        p1 = box_metrics.p_at_1([np.array(x) for x in part["annotated_ll"]], ann, gt)
+        out[f"{prefix}/p_at_1{suffix}"] = p1.value
+        out[f"{prefix}/p_at_1_length_normalised{suffix}"] = box_metrics.p_at_1(
+            [np.array(x) for x in part["annotated_ll_norm"]], ann, gt).value
+        out[f"{prefix}/chance_p_at_1{suffix}"] = box_metrics.chance_at_1(ann, gt)
+        prop_scores = [np.array(x) for x in part["proposals_ll"]]
+        out[f"{prefix}/recall_at_1{suffix}"] = box_metrics.recall_at_k(prop_scores, props, gt, 1).value
+        out[f"{prefix}/recall_at_10{suffix}"] = box_metrics.recall_at_k(prop_scores, props, gt, 10).value
+        out[f"{prefix}/oracle_recall_at_100{suffix}"] = box_metrics.oracle_recall([p[:100] for p in props], gt).value
+        out[f"{prefix}/chance_recall_at_1{suffix}"] = box_metrics.chance_at_1(props, gt)
+        if suffix == "":
+            out[f"{prefix}/no_annotated_candidates"] = p1.n_no_candidates
+            out[f"{prefix}/no_proposals"] = sum(len(p) == 0 for p in props)
+    return out
