@@ -147,6 +147,9 @@ class TrainingConfig(Section):
     log_every: int = Field(10, ge=1)
     # auto: bf16 autocast on CUDA when supported, else fp16 with a grad scaler; off on CPU.
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # CPU intra-op threads (0 = torch's default). Small models on a shared 2-core CPU run several
+    # times faster on 1 thread than on 2 (benchmarks/training.py measures both).
+    cpu_threads: int = Field(0, ge=0)
 
     def merged(self, overrides: Mapping[str, Any] | None) -> "TrainingConfig":
         """This config with a variant's overrides applied and re-validated."""
@@ -226,6 +229,61 @@ class AttentionRegressionConfig(Section):
             return AttentionRegressionModelConfig.model_validate({**self.model.model_dump(), **self.variants[name]})
         except ValidationError as err:
             raise ConfigError(_format_errors(err, f"attention_regression.variants.{name}")) from None
+
+
+class ScrcVariant(Section):
+    """One SCRC row of the paper's tables (a `scrc.variants` entry; see refexp.models.scrc)."""
+
+    # W_global active (False = the paper's "w/o context").
+    use_context: bool = True
+    # x_spatial fed (False = "setting x_spatial to 0").
+    use_spatial: bool = True
+    # x_box from the image (False = the image-free variant: x_spatial and text only).
+    use_box: bool = True
+    # Start from the caption-pretrained LRCN (False = "w/o transfer": random init).
+    transfer: bool = True
+    # False = evaluate the transferred captioner as is (the LRCN-as-retriever baseline).
+    fine_tune: bool = True
+    # Share of the training images used for fine-tuning (the scarce-data pair uses 0.1).
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    # Overrides of `scrc.training` for this variant.
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ScrcVariant":
+        if not self.fine_tune and not self.transfer:
+            raise ValueError("fine_tune: false needs transfer: true (nothing would be trained)")
+        if not self.use_box and self.transfer:
+            raise ValueError("the image-free variant (use_box: false) cannot transfer from the captioner")
+        return self
+
+
+class ScrcConfig(Section):
+    """SCRC (stages pretrain_scrc, train_scrc, evaluate_scrc); sizes scaled for CPU (paper: 1000-d)."""
+
+    dataset: str = "referit"
+    caption_dataset: str = "coco"
+    backbone: Literal["tiny", "resnet18", "vgg16"] = "tiny"
+    pretrained: bool = False
+    image_size: int = Field(128, ge=16)  # images held in memory at this size
+    crop_size: int = Field(32, ge=8)  # I_box and I_im enter the CNNs at this size
+    embed_dim: int = Field(64, ge=1)
+    hidden: int = Field(128, ge=1)
+    feature_dim: int = Field(128, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    max_tokens: int = Field(20, ge=1)
+    # Overrides of the `training` section for caption pretraining and for fine-tuning.
+    pretrain_training: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    # Proposals: EdgeBox files of the raw layout when present, else jittered annotated boxes.
+    n_proposals: int = Field(100, ge=1)
+    figure_examples: int = Field(4, ge=0)
+    variants: dict[str, ScrcVariant] = Field(default_factory=lambda: {"scrc_full": ScrcVariant()})
+
+    def variant(self, name: str) -> ScrcVariant:
+        if name not in self.variants:
+            raise ConfigError(f"scrc.variants: no variant '{name}' (have {sorted(self.variants)})")
+        return self.variants[name]
 
 
 class StageRetryConfig(Section):
@@ -311,6 +369,7 @@ class Config(Section):
     report_data: ReportDataConfig = ReportDataConfig()
     training: TrainingConfig = TrainingConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
+    scrc: ScrcConfig = ScrcConfig()
     flows: FlowsConfig = FlowsConfig()
     build_region_benchmark: BuildRegionBenchmarkConfig = BuildRegionBenchmarkConfig()
     synth_expressions: SynthExpressionsConfig = SynthExpressionsConfig()
