@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Stages and flows are imported as top-level packages from the repo root.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test test-fast ui lock check-java clean
+.PHONY: setup run test test-fast ui lock check-java clean referit-image-free
 
 setup: check-java $(STAMP)
 
@@ -27,6 +27,13 @@ run: setup
 	$(VENV)/bin/dvc repro
 	@echo
 	@echo "Done. Reports: reports/index.md (data: reports/data.md)"
+
+# The real image-free ReferIt experiment (needs ../shared/data/referit; not part of `make run`):
+# reports/metrics/referit_image_free.json and reports/referit_image_free.md.
+referit-image-free: setup
+	$(PY) -m stages.fetch_data referit_real
+	$(PY) -m stages.prepare_referit referit_real
+	$(PY) -m stages.referit_image_free
 
 test: setup
 	$(PY) -m pytest -q

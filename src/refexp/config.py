@@ -231,6 +231,21 @@ class AttentionRegressionConfig(Section):
             raise ConfigError(_format_errors(err, f"attention_regression.variants.{name}")) from None
 
 
+
+class ReferitImageFreeConfig(Section):
+    """The real image-free experiment (stages/referit_image_free.py, `make referit-image-free`):
+    image-free SCRC and text-only regression trained on the real train split, tested on real test."""
+
+    dataset: str = "referit_real"
+    # An `attention_regression.variants` entry with use_image: false, and overrides on top of it.
+    regression_variant: str = "text_only"
+    regression_model: dict[str, Any] = Field(default_factory=dict)
+    # Overrides of `training` for the regression, and of `scrc.training` + the variant's for SCRC.
+    regression_training: dict[str, Any] = Field(default_factory=dict)
+    scrc_variant: str = "scrc_image_free"
+    scrc_training: dict[str, Any] = Field(default_factory=dict)
+
+
 class ScrcVariant(Section):
     """One SCRC row of the paper's tables (a `scrc.variants` entry; see refexp.models.scrc)."""
 
@@ -370,6 +385,7 @@ class Config(Section):
     training: TrainingConfig = TrainingConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
     scrc: ScrcConfig = ScrcConfig()
+    referit_image_free: ReferitImageFreeConfig = ReferitImageFreeConfig()
     flows: FlowsConfig = FlowsConfig()
     build_region_benchmark: BuildRegionBenchmarkConfig = BuildRegionBenchmarkConfig()
     synth_expressions: SynthExpressionsConfig = SynthExpressionsConfig()

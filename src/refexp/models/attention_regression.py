@@ -149,19 +149,34 @@ class AttentionRegression(nn.Module):
             self.backbone.eval()  # frozen means frozen batch-norm statistics too
         return self
 
-    def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor) -> RegressionOutput:
-        # images: (B, 3, S, S) or None when use_image is false; tokens: (B, L); lengths: (B,)
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen-backbone feature maps (B, C, h, w), computed once per image and cached by callers."""
+        if self.backbone is None or not self.freeze_backbone:
+            raise ValueError("image features are cacheable only for a frozen backbone")
+        self.backbone.eval()
+        return self.pool(self.backbone(images))  # (B, C, grid, grid)
+
+    def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
+                features: torch.Tensor | None = None) -> RegressionOutput:
+        # images: (B, 3, S, S), or features: (B, C, h, w) cached from a frozen backbone, or neither
+        # when use_image is false; tokens: (B, L); lengths: (B,)
         words, phrase = self.text(tokens, lengths)  # (B, L, H), (B, H)
         image_attention = None
         image_input = None
         if self.backbone is not None:
-            if images is None:
+            if features is not None:
+                fmap = features
+            elif images is None:
                 raise ValueError("this variant reads images but the batch has none")
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-                fmap = self.backbone(images)  # (B, C, h, w)
-            regions = self.pool(fmap).flatten(2).transpose(1, 2)  # (B, N, C) v_ri
+            else:
+                with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+                    fmap = self.backbone(images)  # (B, C, h, w)
+            if fmap.shape[-2:] != (self.grid, self.grid):
+                fmap = self.pool(fmap)  # (B, C, grid, grid)
+            regions = fmap.flatten(2).transpose(1, 2)  # (B, N, C) v_ri
             if self.cfg.image_attention:
-                h = torch.tanh(self.img_att_region(self.dropout(regions))
+                h = torch.tanh(self.img_att_region(regions)
                                + self.img_att_text(phrase).unsqueeze(1))  # (B, N, Hi)
                 h = self.img_att_hidden(h)
                 image_attention = torch.relu(self.img_att_out(self.dropout(h))).squeeze(-1)  # (B, N)

