@@ -65,7 +65,7 @@ def example_figure(pred: pd.DataFrame, root: Path, out: Path, title: str, n: int
         with Image.open(root / r["image_path"]) as im:
             ax.imshow(np.asarray(im.convert("RGB")))
         for box, colour in ((r["gt"], "yellow"), (r["pred_box"], "lime" if r["correct"] else "red")):
-            x1, y1, x2, y2 = box
+            x1, y1, x2, y2 = [float(v) for v in box]
             ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1 + 1, y2 - y1 + 1, fill=False, lw=2, ec=colour))
         ax.set_title("\n".join([r["expression"][i:i + 28] for i in range(0, len(r["expression"]), 28)][:2]), fontsize=8)
         ax.axis("off")
@@ -82,7 +82,8 @@ def top1_predictions(pred: pd.DataFrame) -> pd.DataFrame:
     pred = pred.copy()
     boxes, correct = [], []
     for _, r in pred.iterrows():
-        cands = np.array(r["annotated"], dtype=np.float64).reshape(-1, 4)
+        # parquet returns a list of lists as an array of arrays
+        cands = np.array([np.asarray(c, dtype=np.float64) for c in r["annotated"]]).reshape(-1, 4)
         if len(cands) == 0:
             boxes.append([0.0, 0.0, 0.0, 0.0])
             correct.append(False)
@@ -200,7 +201,7 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
               "Backbone raw forward+backward speed beside the training rate: reports/benchmarks.md (## Training: SCRC).", ""]
 
     # ---- figures
-    fig_dir = paths.figures / FIGURE_DIR
+    fig_dir = paths.figures(FIGURE_DIR)
     main = "scrc_full" if "scrc_full" in variants else variants[0]
     pred_path = paths.stage_dir("evaluate_scrc", main) / "predictions.parquet"
     figures = []
