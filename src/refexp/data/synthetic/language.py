@@ -52,7 +52,7 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _object_noun(o: Region, rng: np.random.Generator, with_size: bool = False) -> str:
+def _object_noun(o: Region, with_size: bool = False) -> str:
     words = ([o.size] if with_size else []) + [o.colour, o.category]
     return " ".join(words)
 
@@ -153,7 +153,7 @@ def _describe(kind: str, scene: Scene, g: Geometry, objects: list[Region], stuff
         return RegionDescription(_pick(STUFF_PHRASES[s.category], rng), s.box, (s.index,), kind)
     if kind == "single":
         o = _pick(objects, rng)
-        noun = _object_noun(o, rng, with_size=rng.random() < 0.3)
+        noun = _object_noun(o, with_size=rng.random() < 0.3)
         phrase = _pick((_article(det(), noun), f"{_article('a', noun)} shape"), rng)
         return RegionDescription(phrase, o.box, (o.index,), kind)
     if kind == "object_stuff":
@@ -164,7 +164,7 @@ def _describe(kind: str, scene: Scene, g: Geometry, objects: list[Region], stuff
             rel = _pick(STUFF_PREPOSITIONS[s.category], rng)
         else:
             rel = _pick(DIRECTION_WORDS[_direction(g, o.index, s.index)], rng)
-        phrase = f"{_article(det(), _object_noun(o, rng))} {rel} the {s.category}"
+        phrase = f"{_article(det(), _object_noun(o))} {rel} the {s.category}"
         return RegionDescription(phrase, o.box, (o.index,), kind)
     picks = rng.permutation(len(objects))[: 2 if kind == "pair" else 3]
     chosen = [objects[i] for i in picks]
@@ -175,10 +175,10 @@ def _describe(kind: str, scene: Scene, g: Geometry, objects: list[Region], stuff
             rel = _pick(NEAR_WORDS, rng)
         else:
             rel = _pick(DIRECTION_WORDS[_direction(g, a.index, b.index)], rng)
-        second = _article(_pick(("a", "the"), rng), _object_noun(b, rng))
-        phrase = f"{_article(det(), _object_noun(a, rng))} {rel} {second}"
+        second = _article(_pick(("a", "the"), rng), _object_noun(b))
+        phrase = f"{_article(det(), _object_noun(a))} {rel} {second}"
     else:
-        nouns = [_article(_pick(("a", "the"), rng), _object_noun(o, rng)) for o in chosen]
+        nouns = [_article(_pick(("a", "the"), rng), _object_noun(o)) for o in chosen]
         phrase = _pick((_join(nouns), f"{nouns[0]} and {nouns[1]} near {nouns[2]}",
                         f"three shapes: {_join(nouns)}"), rng)
     return RegionDescription(phrase, _union_box(chosen), tuple(o.index for o in chosen), kind)

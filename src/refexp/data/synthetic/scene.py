@@ -19,6 +19,7 @@ from refexp.data.synthetic.vocabulary import (
     COLOURS,
     GROUND_STUFF,
     SHAPES,
+    SIZES,
     SIZE_RADII,
     STUFF_CLASHES,
 )
@@ -126,7 +127,7 @@ def _object_specs(rng: np.random.Generator, n: int, palette: list[str], twins: b
     specs = []
     for g, pick in zip(groups, order):
         shape, colour = pairs[pick]
-        size = "small" if rng.random() < 0.5 else "large"
+        size = SIZES[0] if rng.random() < 0.5 else SIZES[1]
         specs += [(shape, colour, size)] * g
     return [specs[i] for i in rng.permutation(len(specs))]
 

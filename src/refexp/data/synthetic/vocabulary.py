@@ -23,7 +23,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 25),
     "white": (245, 245, 245),
 }
-COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
 SIZES: tuple[str, ...] = ("small", "large")
 # Nominal radius range per size, in pixels of a 128 px image (scaled with the image).
@@ -42,7 +41,6 @@ STUFF: dict[str, tuple[tuple[int, int, int], str]] = {
     "wall": ((190, 180, 165), "bricks"),
     "floor": ((150, 105, 65), "planks"),
 }
-STUFF_NAMES: tuple[str, ...] = tuple(STUFF)
 GROUND_STUFF: tuple[str, ...] = ("water", "grass", "sand", "snow", "ground")
 # Object colours never drawn in a scene containing this stuff (they would vanish into it).
 STUFF_CLASHES: dict[str, tuple[str, ...]] = {
