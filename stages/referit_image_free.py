@@ -4,7 +4,7 @@ real annotations first.
 
 Inputs: data/prepare_referit/<referit_image_free.dataset>/{tuples.parquet, vocab.txt} (real train/test).
 Outputs: reports/metrics/referit_image_free.json, reports/referit_image_free.md,
-         reports/figures/referit_image_free_curves.png, models/referit_image_free/...
+         reports/figures/referit_image_free/curves.png, models/referit_image_free/...
 Params: run, training, referit_image_free, attention_regression (the text-only variant), scrc (the
         image-free variant), datasets.
 """
@@ -14,7 +14,7 @@ from refexp.artifacts import write_json
 from refexp.config import Config
 from refexp.paths import Paths
 from refexp.reporting.referit_image_free import write_report
-from refexp.training.referit_image_free import NAME, run_experiment
+from refexp.training.referit_image_free import NAME, run_experiment, run_settings
 from stages._cli import stage_main
 
 COMMAND = "make referit-image-free"
@@ -22,9 +22,9 @@ COMMAND = "make referit-image-free"
 
 def run(cfg: Config) -> dict:
     paths = Paths.from_config(cfg)
-    metrics, details = run_experiment(cfg, paths)
+    metrics, _ = run_experiment(cfg, paths)
     write_json(paths.reports / "metrics" / f"{NAME}.json", metrics)
-    write_report(cfg, metrics, details, paths.report(NAME), paths.figures, COMMAND)
+    write_report(cfg, metrics, run_settings(cfg, paths), paths.report(NAME), paths.figures(NAME), COMMAND)
     return metrics
 
 

@@ -50,9 +50,8 @@ def write_tiny_world(root, n_images: int = 24, seed: int = 0) -> None:
 
 def tiny_config(**training):
     return parse_config({
-        "datasets": {"referit": {"format": "referit", "source": "synthetic"}},
-        "fetch_data": {"datasets": ["referit"]}, "prepare_referit": {"datasets": ["referit"]},
-        "prepare_coco": {"datasets": []},
+        # Every dataset other sections name by default; only referit's prepared tables are used.
+        "datasets": {name: {"format": name, "source": "synthetic"} for name in ("referit", "coco", "visual_genome")},
         "training": {"steps": 12, "batch_size": 8, "lr": 0.003, "checkpoint_every": 5, "log_every": 2, **training},
         "attention_regression": {
             "dataset": "referit", "backbone": "tiny", "pretrained": False, "freeze_backbone": False,

@@ -141,7 +141,7 @@ def build_report(cfg: Config, paths: Paths) -> dict:
     kinds = sorted(k for k in test["kind"].dropna().unique())
     chance_kind = {k: chance_p_at_1(test[test["kind"] == k]) for k in kinds}
     training = cfg.training.merged(section.training)
-    figures = paths.figures / "attention_regression"
+    figures = paths.figures("attention_regression")
     lines = [report_header(cfg, "Attention box regression (paper 003)", ("attention_regression", "training")),
              "Direct box regression with image and text attention (Endo et al., IJCAI-17): BiLSTM text model,",
              "ReLU image attention over the CNN feature map, text attention driven by the image attention map,",

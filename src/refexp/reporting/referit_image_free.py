@@ -34,8 +34,9 @@ def _curves_figure(curves: dict[str, Path], out: Path) -> bool:
 
 def write_report(cfg: Config, metrics: dict, details: dict, report_path: Path, figures_dir: Path,
                  command: str) -> None:
+    """`details`: refexp.training.referit_image_free.run_settings (curves, model and training settings)."""
     s = cfg.referit_image_free
-    fig_path = figures_dir / "referit_image_free_curves.png"
+    fig_path = figures_dir / "curves.png"
     has_fig = _curves_figure({f"text-only regression ({s.regression_variant})": details["regression_curve"],
                               f"image-free SCRC ({s.scrc_variant})": details["scrc_curve"]}, fig_path)
     m = metrics
@@ -80,5 +81,5 @@ def write_report(cfg: Config, metrics: dict, details: dict, report_path: Path, f
         "",
     ]
     if has_fig:
-        lines += [f"![training curves](figures/{fig_path.name})", ""]
+        lines += [f"![training curves](figures/{figures_dir.name}/{fig_path.name})", ""]
     write_text(report_path, "\n".join(lines))

@@ -124,11 +124,18 @@ def run_experiment(cfg: Config, paths: Paths, *, progress: bool = False) -> tupl
         log.warning("chance P@1 differs: %.6f (metrics.chance) vs %.6f (SCRC evaluation)",
                     metrics["test/chance_p_at_1"], scrc_eval["test/chance_p_at_1"])
     metrics["seconds"] = round(time.perf_counter() - started, 1)
-    details = {"regression_predictions": reg_pred, "scrc_predictions": scrc_pred,
-               "regression_curve": rpaths.plots("train_regression", s.regression_variant),
-               "scrc_curve": rpaths.plots("train_scrc", s.scrc_variant),
-               "regression_training": training.model_dump(),
-               "regression_model": section.variant_model(s.regression_variant).model_dump(),
-               "scrc_training": scfg.training.merged(scfg.scrc.training).merged(
-                   scfg.scrc.variant(s.scrc_variant).training).model_dump()}
-    return metrics, details
+    return metrics, {"regression_predictions": reg_pred, "scrc_predictions": scrc_pred}
+
+
+def run_settings(cfg: Config, paths: Paths) -> dict:
+    """What the report states about the run: curve files, model and training settings."""
+    s = cfg.referit_image_free
+    rpaths = run_paths(paths)
+    section = _regression_section(cfg)
+    scfg = _scrc_config(cfg)
+    return {"regression_curve": rpaths.plots("train_regression", s.regression_variant),
+            "scrc_curve": rpaths.plots("train_scrc", s.scrc_variant),
+            "regression_training": cfg.training.merged(section.training).merged(s.regression_training).model_dump(),
+            "regression_model": section.variant_model(s.regression_variant).model_dump(),
+            "scrc_training": scfg.training.merged(scfg.scrc.training).merged(
+                scfg.scrc.variant(s.scrc_variant).training).model_dump()}
