@@ -177,3 +177,19 @@ def test_visual_genome_descriptions_recur_across_images_and_include_droppable_on
             covered = [item.scene.regions[i].box for i in d.region_indices]
             assert d.box == (min(b[0] for b in covered), min(b[1] for b in covered),
                              max(b[2] for b in covered), max(b[3] for b in covered))
+
+
+def test_visual_genome_region_graphs_are_consistent(tiny_world):
+    root = tiny_world.root / "visual_genome"
+    graphs, regions = _json(root / "region_graphs.json"), _json(root / "region_descriptions.json")
+    assert [g["image_id"] for g in graphs] == [r["id"] for r in regions]
+    relationship_ids = []
+    for graph, described in zip(graphs, regions):
+        for g, r in zip(graph["regions"], described["regions"], strict=True):
+            assert {k: g[k] for k in r} == r
+            ids = {o["object_id"] for o in g["objects"]}
+            assert len(ids) == len(g["objects"]) >= 1
+            for rel in g["relationships"]:
+                assert rel["subject_id"] in ids and rel["object_id"] in ids and rel["predicate"]
+                relationship_ids.append(rel["relationship_id"])
+    assert relationship_ids and len(set(relationship_ids)) == len(relationship_ids)

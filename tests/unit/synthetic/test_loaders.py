@@ -42,3 +42,27 @@ def test_coco_loader_reads_every_instance_and_caption(tiny_world):
     assert skips.total == 0
     assert instances == sum(len(i.scene.objects) for i in tiny_world.images)
     assert captions == sum(len(i.captions) for i in tiny_world.images)
+
+
+def test_visual_genome_loaders_read_regions_images_and_region_graphs(tiny_world):
+    from refexp.data import visual_genome
+    from refexp.mining.regions import multi_object_filter
+
+    root = tiny_world.root / "visual_genome"
+    skips = SkipCounter()
+    regions = visual_genome.load_regions(root / "region_descriptions.json", skips)
+    images = visual_genome.load_images(root / "image_data.json", skips)
+    graphs = visual_genome.load_region_graph_counts(root / "region_graphs.json")
+    described = [d for i in tiny_world.images for d in i.region_descriptions]
+    assert skips.total == 0
+    assert len(regions) == len(described) == len(graphs)
+    assert regions["phrase"].tolist() == [d.phrase for d in described]
+    assert images["image_id"].tolist() == [i.image_id for i in tiny_world.images]
+    assert graphs["n_objects"].tolist() == [len(d.graph_objects) for d in described]
+    assert graphs["n_relationships"].tolist() == [len(d.relationships) for d in described]
+    keep, how = multi_object_filter(regions, graphs, "graph_or_rule")
+    assert how["by_graph"] == len(regions)
+    kinds = [d.kind for d in described]
+    assert all(k in ("pair", "object_stuff", "triple") for k, kept in zip(kinds, keep) if kept)
+    assert not any(kept for k, kept in zip(kinds, keep) if k in ("single", "stuff"))
+    assert all(kept for k, kept in zip(kinds, keep) if k in ("pair", "object_stuff"))

@@ -5,7 +5,8 @@ phrasing recurs across images (what BLEU/METEOR mining of similar region
 descriptions needs), while the content (colours, shapes, stuff, spatial words)
 follows each scene's geometry. Region descriptions cover 1-3 objects (the box is
 the union of their boxes), an object and a stuff region, or stuff alone, so the
-mining filters have single-object and stuff-only phrases to drop.
+mining filters have single-object and stuff-only phrases to drop. Each also carries
+its region graph (objects mentioned, relationships stated) for region_graphs.json.
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class RegionDescription:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 inclusive
     region_indices: tuple[int, ...]  # scene regions it covers
     kind: str  # pair | triple | object_stuff | single | stuff
+    # its region graph: the regions it mentions and (subject, predicate, object) relationships
+    graph_objects: tuple[int, ...] = ()
+    relationships: tuple[tuple[int, str, int], ...] = ()
 
 
 def _pick(options, rng: np.random.Generator):
@@ -150,12 +154,12 @@ def _describe(kind: str, scene: Scene, g: Geometry, objects: list[Region], stuff
     det = lambda: _pick(("", "a", "the"), rng)  # noqa: E731 - tiny local helper
     if kind == "stuff":
         s = _pick(stuff, rng)
-        return RegionDescription(_pick(STUFF_PHRASES[s.category], rng), s.box, (s.index,), kind)
+        return RegionDescription(_pick(STUFF_PHRASES[s.category], rng), s.box, (s.index,), kind, (s.index,))
     if kind == "single":
         o = _pick(objects, rng)
         noun = _object_noun(o, with_size=rng.random() < 0.3)
         phrase = _pick((_article(det(), noun), f"{_article('a', noun)} shape"), rng)
-        return RegionDescription(phrase, o.box, (o.index,), kind)
+        return RegionDescription(phrase, o.box, (o.index,), kind, (o.index,))
     if kind == "object_stuff":
         o = _pick(objects, rng)
         inside = [s for s in stuff if g.relation_scores["in"][o.index, s.index] > 0]
@@ -165,7 +169,7 @@ def _describe(kind: str, scene: Scene, g: Geometry, objects: list[Region], stuff
         else:
             rel = _pick(DIRECTION_WORDS[_direction(g, o.index, s.index)], rng)
         phrase = f"{_article(det(), _object_noun(o))} {rel} the {s.category}"
-        return RegionDescription(phrase, o.box, (o.index,), kind)
+        return RegionDescription(phrase, o.box, (o.index,), kind, (o.index, s.index), ((o.index, rel, s.index),))
     picks = rng.permutation(len(objects))[: 2 if kind == "pair" else 3]
     chosen = [objects[i] for i in picks]
     if kind == "pair":
@@ -177,8 +181,12 @@ def _describe(kind: str, scene: Scene, g: Geometry, objects: list[Region], stuff
             rel = _pick(DIRECTION_WORDS[_direction(g, a.index, b.index)], rng)
         second = _article(_pick(("a", "the"), rng), _object_noun(b))
         phrase = f"{_article(det(), _object_noun(a))} {rel} {second}"
+        relationships = ((a.index, rel, b.index),)
     else:
         nouns = [_article(_pick(("a", "the"), rng), _object_noun(o)) for o in chosen]
-        phrase = _pick((_join(nouns), f"{nouns[0]} and {nouns[1]} near {nouns[2]}",
-                        f"three shapes: {_join(nouns)}"), rng)
-    return RegionDescription(phrase, _union_box(chosen), tuple(o.index for o in chosen), kind)
+        template = int(rng.integers(3))
+        phrase = (_join(nouns), f"{nouns[0]} and {nouns[1]} near {nouns[2]}", f"three shapes: {_join(nouns)}")[template]
+        a, b, c = (o.index for o in chosen)
+        relationships = ((a, "near", c), (b, "near", c)) if template == 1 else ()
+    indices = tuple(o.index for o in chosen)
+    return RegionDescription(phrase, _union_box(chosen), indices, kind, indices, relationships)

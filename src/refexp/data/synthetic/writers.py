@@ -8,8 +8,11 @@
   images named COCO_<split>2014_%012d.jpg. Our val AND test images both go to val2014 (as
   in the Karpathy captioning splits); annotations/synthetic_image_splits.json maps every
   image id to train/val/test. Instances are the objects (stuff is not a COCO 2014 thing).
-- Visual Genome v1.2: region_descriptions.json, image_data.json, VG_100K/<id>.jpg.
-  Region width/height count pixels (x2 - x1 + 1). coco_id is the same image in coco/.
+- Visual Genome v1.2: region_descriptions.json, image_data.json, region_graphs.json,
+  VG_100K/<id>.jpg. Region width/height count pixels (x2 - x1 + 1). coco_id is the same
+  image in coco/. region_graphs.json gives every region the objects its phrase mentions
+  (object_id = image_id * 1000 + scene region index, name = category, box of the
+  object) and the relationships it states (synsets are left empty: no WordNet here).
 
 Image ids are the same integers in all three (1..n_images).
 
@@ -184,30 +187,51 @@ class VisualGenomeWriter:
     def __init__(self, root: Path):
         self.root = root
         self.regions: list[dict] = []
+        self.graphs: list[dict] = []
         self.image_data: list[dict] = []
-        self.counts = {"vg_regions": 0}
+        self.counts = {"vg_regions": 0, "vg_relationships": 0}
 
     def write_image(self, item: SyntheticImage) -> dict:
         _write(self.root / "VG_100K" / f"{item.image_id}.jpg", item.jpeg)
         image = {"width": item.scene.width, "url": f"synthetic/VG_100K/{item.image_id}.jpg",
                  "height": item.scene.height, "image_id": item.image_id,
                  "coco_id": item.image_id, "flickr_id": None}
-        boxes = [(d.phrase, d.box) for d in item.region_descriptions]
-        return {"image": image, "regions": boxes}
+        regions = []
+        for d in item.region_descriptions:
+            objects = []
+            for idx in d.graph_objects:
+                region = item.scene.regions[idx]
+                x1, y1, x2, y2 = region.box
+                objects.append({"name": region.category, "h": y2 - y1 + 1, "object_id": item.image_id * 1000 + idx,
+                                "synsets": [], "w": x2 - x1 + 1, "y": y1, "x": x1})
+            relationships = [(predicate, item.image_id * 1000 + subj, item.image_id * 1000 + obj)
+                             for subj, predicate, obj in d.relationships]
+            regions.append((d.phrase, d.box, objects, relationships))
+        return {"image": image, "regions": regions}
 
     def collect(self, record: dict) -> None:
         image = record["image"]
         self.image_data.append(image)
-        regions = []
-        for phrase, (x1, y1, x2, y2) in record["regions"]:
+        regions, graphs = [], []
+        for phrase, (x1, y1, x2, y2), objects, relationships in record["regions"]:
             self.counts["vg_regions"] += 1
-            regions.append({"region_id": self.counts["vg_regions"], "width": x2 - x1 + 1, "height": y2 - y1 + 1,
-                            "image_id": image["image_id"], "phrase": phrase, "y": y1, "x": x1})
+            region = {"region_id": self.counts["vg_regions"], "width": x2 - x1 + 1, "height": y2 - y1 + 1,
+                      "image_id": image["image_id"], "phrase": phrase, "y": y1, "x": x1}
+            regions.append(region)
+            rels = []
+            for predicate, subject_id, object_id in relationships:
+                self.counts["vg_relationships"] += 1
+                rels.append({"predicate": predicate, "object_id": object_id,
+                             "relationship_id": self.counts["vg_relationships"], "synsets": [],
+                             "subject_id": subject_id})
+            graphs.append({"relationships": rels, "phrase": phrase, "objects": objects, "synsets": [], **region})
         self.regions.append({"regions": regions, "id": image["image_id"]})
+        self.graphs.append({"regions": graphs, "image_id": image["image_id"]})
 
     def finish(self) -> dict:
         _write(self.root / "region_descriptions.json", encoding.compact_json(self.regions))
         _write(self.root / "image_data.json", encoding.compact_json(self.image_data))
+        _write(self.root / "region_graphs.json", encoding.compact_json(self.graphs))
         return self.counts
 
 
