@@ -84,3 +84,12 @@ def test_relation_mix_yields_mostly_relations():
 def test_unknown_expression_kind_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="colour"):
         generate(tmp_path, 2, 0, expression_mix={"colour": 1.0})
+
+
+@pytest.mark.parametrize("bad", [{"min_objects": 4, "max_objects": 3}, {"image_width": 8},
+                                 {"expressions_per_target": 0}, {"val_fraction": 0.5, "test_fraction": 0.5},
+                                 {"formats": ("pascal",)}])
+def test_bad_parameters_are_named_in_the_error(tmp_path, bad):
+    name = next(iter(bad)) if "formats" not in bad else "formats"
+    with pytest.raises(ValueError, match=name.split("_")[0]):
+        generate(tmp_path, 2, 0, **bad)

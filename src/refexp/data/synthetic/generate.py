@@ -121,7 +121,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
     benchmarks/synthetic.py). Each format directory is written under a temporary name
     and renamed when complete, replacing a previous one.
     """
-    formats = tuple(formats)
+    formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in WRITERS]
     if unknown or not formats:
         raise ValueError(f"formats: unknown or empty {unknown or formats} (known: {list(WRITERS)})")
@@ -129,6 +129,12 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    for name, value, least in (("image_width", image_width, 32), ("image_height", image_height, 32),
+                               ("expressions_per_target", expressions_per_target, 1),
+                               ("captions_per_image", captions_per_image, 1),
+                               ("vg_regions_per_image", vg_regions_per_image, 1)):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
     if hasattr(expression_mix, "model_dump"):  # an ExpressionMix section passed as is
         expression_mix = expression_mix.model_dump()
     weights = normalise_mix(dict(expression_mix) if expression_mix is not None else dict.fromkeys(KINDS, 1.0))
