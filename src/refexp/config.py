@@ -290,6 +290,8 @@ class ScrcConfig(Section):
     # Overrides of the `training` section for caption pretraining and for fine-tuning.
     pretrain_training: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    # true: frozen backbone; x_box/x_context from data/extract_features/<dataset> (memory-mapped).
+    frozen_backbone: bool = False
     # Proposals: EdgeBox files of the raw layout when present, else jittered annotated boxes.
     n_proposals: int = Field(100, ge=1)
     figure_examples: int = Field(4, ge=0)
@@ -299,6 +301,19 @@ class ScrcConfig(Section):
         if name not in self.variants:
             raise ConfigError(f"scrc.variants: no variant '{name}' (have {sorted(self.variants)})")
         return self.variants[name]
+
+
+class ExtractFeaturesConfig(Section):
+    """Feature cache of a frozen backbone (stages/extract_features.py): pooled features of every
+    annotated box, proposal and whole image of each dataset, stored once, memory-mapped by readers."""
+
+    datasets: list[str] = Field(default_factory=lambda: ["referit"])
+    backbone: Literal["tiny", "resnet18", "vgg16"] = "tiny"
+    pretrained: bool = False
+    image_size: int = Field(128, ge=16)
+    crop_size: int = Field(32, ge=8)
+    n_proposals: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=1)
 
 
 class StageRetryConfig(Section):
@@ -385,6 +400,7 @@ class Config(Section):
     training: TrainingConfig = TrainingConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
     scrc: ScrcConfig = ScrcConfig()
+    extract_features: ExtractFeaturesConfig = ExtractFeaturesConfig()
     referit_image_free: ReferitImageFreeConfig = ReferitImageFreeConfig()
     flows: FlowsConfig = FlowsConfig()
     build_region_benchmark: BuildRegionBenchmarkConfig = BuildRegionBenchmarkConfig()

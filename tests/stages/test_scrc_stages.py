@@ -91,3 +91,48 @@ def test_train_scrc_refuses_a_corrupt_checkpoint(world, monkeypatch):
     params["scrc"]["variants"] = {"scrc_corrupt": {"transfer": False}}
     with pytest.raises(CheckpointError, match="corrupt"):
         train_scrc.run(parse_config(params), "scrc_corrupt")
+
+
+def test_feature_cache_and_frozen_scrc(world, monkeypatch, tmp_path):
+    """extract_features writes a memory-mapped cache whose rows equal the model's own crop path;
+    SCRC with scrc.frozen_backbone reads it for pretraining, fine-tuning and evaluation."""
+    import numpy as np
+    import torch
+
+    from refexp.models.backbones import build_backbone
+    from refexp.models.layers import crop_and_resize
+    from refexp.data.torch_datasets import ImageStore
+    from refexp.training.features import FeatureCache, FeatureCacheError
+    from stages import evaluate_scrc, extract_features, pretrain_scrc, train_scrc
+
+    monkeypatch.chdir(world)
+    params = tiny_params()
+    params["extract_features"] = {"datasets": ["referit", "coco"], "crop_size": 16, "n_proposals": 12, "batch_size": 64}
+    params["scrc"]["frozen_backbone"] = True
+    params["scrc"]["variants"] = {"scrc_full": {}}
+    cfg = parse_config(params)
+    torch.manual_seed(5)
+    m = extract_features.run(cfg, "referit")
+    assert m["crops"] > 0 and m["channels"] == 128
+    extract_features.run(cfg, "coco")
+    cache = FeatureCache.open(world / "data/extract_features/referit", "tiny", 16)
+    assert isinstance(cache.features, np.memmap)
+    # Same numbers as the model's path with the same (seeded) backbone.
+    torch.manual_seed(5)
+    net = build_backbone("tiny", False).eval()
+    tuples = pd.read_parquet(world / "data/prepare_referit/referit/tuples.parquet")
+    row = tuples.iloc[0]
+    store = ImageStore([row["image_path"]], world, 128)
+    scale = 128 / row["image_width"]
+    box = torch.tensor([[row["x1"] * scale, row["y1"] * scale, (row["x2"] + 1) * scale, (row["y2"] + 1) * scale]])
+    with torch.no_grad():
+        expected = net(crop_and_resize(store.images, box, 16)).mean(dim=(2, 3))[0].numpy()
+    got = cache.lookup(row["image_path"], np.array([[row["x1"], row["y1"], row["x2"], row["y2"]]]))[0]
+    np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3)  # stored as float16
+    with pytest.raises(FeatureCacheError, match="backbone='tiny'"):
+        FeatureCache.open(world / "data/extract_features/referit", "vgg16", 16)
+
+    pretrain_scrc.run(cfg)
+    assert train_scrc.run(cfg, "scrc_full")["train/steps"] == 4
+    e = evaluate_scrc.run(cfg, "scrc_full")
+    assert 0.0 <= e["test/p_at_1"] <= 1.0 and e["test/queries"] > 0

@@ -98,10 +98,21 @@ def encode_tokens(token_lists: Sequence[Sequence[str]], vocab: Vocab, max_tokens
 
 
 class BoxExpressionDataset(Dataset):
-    """(image, box, expression) tuples; `images=None` leaves out the pixels (image-free model)."""
+    """(image, box, expression) tuples; `images=None` leaves out the pixels (image-free model).
+    With `features` (a refexp.training.features.FeatureCache of a frozen backbone) items carry the
+    cached pooled features box_pooled / context_pooled (read from the memory map per item)
+    instead of pixels."""
 
-    def __init__(self, frame: pd.DataFrame, vocab: Vocab, images: ImageStore | None, max_tokens: int = 20):
+    def __init__(self, frame: pd.DataFrame, vocab: Vocab, images: ImageStore | None, max_tokens: int = 20,
+                 features=None):
         self.frame = frame.reset_index(drop=True)
+        self.features = features
+        if features is not None:
+            images = None
+            keys = self.frame[["x1", "y1", "x2", "y2"]].to_numpy()
+            self.box_rows = np.array([features.rows_of(p, [b])[0] for p, b in zip(self.frame["image_path"], keys)])
+            self.context_rows = np.array([features.rows_of(p, [[0, 0, w - 1, h - 1]])[0] for p, w, h in
+                                          zip(self.frame["image_path"], self.frame["image_width"], self.frame["image_height"])])
         widths = self.frame["image_width"].to_numpy(dtype=np.float32)
         heights = self.frame["image_height"].to_numpy(dtype=np.float32)
         boxes = continuous_boxes(self.frame)
@@ -117,6 +128,9 @@ class BoxExpressionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = {"spatial": self.spatial[i], "tokens": self.tokens[i]}
+        if self.features is not None:
+            item["box_pooled"] = torch.from_numpy(np.asarray(self.features.features[self.box_rows[i]], dtype=np.float32))
+            item["context_pooled"] = torch.from_numpy(np.asarray(self.features.features[self.context_rows[i]], dtype=np.float32))
         if self.images is not None:
             item["image"] = self.images.images[self.image_index[i]]
             item["box"] = self.boxes[i]
@@ -126,18 +140,27 @@ class BoxExpressionDataset(Dataset):
 class CaptionDataset(Dataset):
     """(image, caption) pairs; the box is the whole store image (x_box unused when W_local = 0)."""
 
-    def __init__(self, frame: pd.DataFrame, vocab: Vocab, images: ImageStore, max_tokens: int = 20):
+    def __init__(self, frame: pd.DataFrame, vocab: Vocab, images: ImageStore | None, max_tokens: int = 20,
+                 features=None):
         self.frame = frame.reset_index(drop=True)
         self.images = images
-        self.image_index = torch.tensor([images.lookup(p) for p in self.frame["image_path"]], dtype=torch.long)
+        self.features = features
+        if features is not None:
+            self.context_rows = np.array([features.rows_of(p, [[0, 0, w - 1, h - 1]])[0] for p, w, h in
+                                          zip(self.frame["image_path"], self.frame["image_width"], self.frame["image_height"])])
+        else:
+            self.image_index = torch.tensor([images.lookup(p) for p in self.frame["image_path"]], dtype=torch.long)
         self.tokens = encode_tokens(self.frame["tokens"], vocab, max_tokens)
-        self.full_box = torch.tensor([0.0, 0.0, images.size, images.size])
+        self.full_box = torch.tensor([0.0, 0.0, images.size, images.size]) if images is not None else None
         self.full_spatial = torch.tensor([-1.0, -1.0, 1.0, 1.0, 0.0, 0.0, 2.0, 2.0])
 
     def __len__(self) -> int:
         return len(self.frame)
 
     def __getitem__(self, i: int) -> dict:
+        if self.features is not None:
+            pooled = torch.from_numpy(np.asarray(self.features.features[self.context_rows[i]], dtype=np.float32))
+            return {"context_pooled": pooled, "spatial": self.full_spatial, "tokens": self.tokens[i]}
         return {"image": self.images.images[self.image_index[i]], "box": self.full_box,
                 "spatial": self.full_spatial, "tokens": self.tokens[i]}
 

@@ -30,7 +30,7 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
 
 
 def _as_boxes(boxes: ArrayLike) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(boxes, dtype=np.float64) if not isinstance(boxes, torch.Tensor) else boxes,
+    t = torch.as_tensor(np.array(boxes, dtype=np.float64) if not isinstance(boxes, torch.Tensor) else boxes,
                         dtype=torch.float64)
     if t.dim() == 1:
         t = t.reshape(-1, 4) if t.numel() else t.reshape(0, 4)

@@ -21,6 +21,8 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("tiny", "resnet18", "vgg16")
+# Output channels of each backbone (what a cached pooled feature vector holds).
+BACKBONE_CHANNELS = {"tiny": 128, "resnet18": 512, "vgg16": 512}
 
 
 class Backbone(nn.Module):

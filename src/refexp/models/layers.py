@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from refexp.models.backbones import build_backbone
+from refexp.models.backbones import BACKBONE_CHANNELS, build_backbone
 
 
 def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int,
@@ -32,12 +32,19 @@ def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int,
 
 
 class PooledImageEncoder(nn.Module):
-    """(K, 3, s, s) in [0, 1] -> (K, out_dim): backbone, global average pool, linear."""
+    """(K, 3, s, s) in [0, 1] -> (K, out_dim): backbone, global average pool, linear.
 
-    def __init__(self, backbone: str, pretrained: bool, out_dim: int):
+    cached=True: a frozen backbone whose pooled features come from the feature cache; only the
+    projection exists (call `proj` on the cached (K, C) vectors)."""
+
+    def __init__(self, backbone: str, pretrained: bool, out_dim: int, cached: bool = False):
         super().__init__()
-        self.backbone = build_backbone(backbone, pretrained)
-        self.proj = nn.Linear(self.backbone.channels, out_dim)
+        if cached:
+            channels = BACKBONE_CHANNELS[backbone]
+        else:
+            self.backbone = build_backbone(backbone, pretrained)
+            channels = self.backbone.channels
+        self.proj = nn.Linear(channels, out_dim)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         fmap = self.backbone(crops)  # (K, C, h, w)

@@ -25,7 +25,9 @@ scores a box exactly as the captioner scores the box crop: that is the LRCN-as-r
 
 Deviation from the paper's sizes: x_box/x_context are a linear projection of the backbone's
 pooled feature map (the paper uses VGG-16 fc8, 1000-d) and the LSTMs are smaller than 1000-d;
-both are params (scrc.feature_dim, scrc.hidden).
+both are params (scrc.feature_dim, scrc.hidden). `cached_features=True` (scrc.frozen_backbone) keeps
+the backbone frozen: x_box/x_context are projections of pooled features from the feature cache
+(refexp.training.features), and only the projections, LSTMs and word layers train.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ class Scrc(nn.Module):
     def __init__(self, vocab_size: int, *, embed_dim: int = 64, hidden: int = 128, feature_dim: int = 128,
                  backbone: str = "tiny", pretrained: bool = False, crop_size: int = 32, dropout: float = 0.0,
                  use_local: bool = True, use_box: bool = True, use_spatial: bool = True, use_context: bool = True,
-                 pad_id: int = 0):
+                 pad_id: int = 0, cached_features: bool = False):
         super().__init__()
         if not (use_local or use_context):
             raise ValueError("SCRC needs the local or the global branch (W_local and W_global cannot both be 0)")
@@ -55,11 +57,11 @@ class Scrc(nn.Module):
         self.r = nn.Parameter(torch.zeros(vocab_size))  # the shared bias of Eq. 2
         if use_local:
             if use_box:
-                self.cnn_local = PooledImageEncoder(backbone, pretrained, feature_dim)
+                self.cnn_local = PooledImageEncoder(backbone, pretrained, feature_dim, cached=cached_features)
             self.lstm_local = nn.LSTM(hidden + (feature_dim if use_box else 0) + SPATIAL_DIM, hidden, batch_first=True)
             self.w_local = nn.Linear(hidden, vocab_size, bias=False)
         if use_context:
-            self.cnn_global = PooledImageEncoder(backbone, pretrained, feature_dim)
+            self.cnn_global = PooledImageEncoder(backbone, pretrained, feature_dim, cached=cached_features)
             self.lstm_global = nn.LSTM(hidden + feature_dim, hidden, batch_first=True)
             self.w_global = nn.Linear(hidden, vocab_size, bias=False)
 
@@ -99,14 +101,20 @@ class Scrc(nn.Module):
         return h_lang
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """batch: inputs (B, T), spatial (B, 8), image (B, 3, S, S) uint8, box (B, 4) -> logits (B, T, V)."""
+        """batch: inputs (B, T), spatial (B, 8), and either image (B, 3, S, S) uint8 + box (B, 4), or a
+        frozen backbone's cached pooled features box_pooled / context_pooled (B, C) -> logits (B, T, V)."""
         h_lang = self._language(batch["inputs"])
         logits = self.r.expand(*h_lang.shape[:2], -1)
         if self.use_local:
-            x_box = self.box_features(batch["image"], batch["box"]) if self.use_box else None
+            x_box = None
+            if self.use_box:
+                x_box = (self.cnn_local.proj(batch["box_pooled"]) if "box_pooled" in batch
+                         else self.box_features(batch["image"], batch["box"]))
             logits = logits + self._local_logits(h_lang, x_box, batch["spatial"])
         if self.use_context:
-            logits = logits + self._global_logits(h_lang, self.context_features(batch["image"]))
+            x_context = (self.cnn_global.proj(batch["context_pooled"]) if "context_pooled" in batch
+                         else self.context_features(batch["image"]))
+            logits = logits + self._global_logits(h_lang, x_context)
         return logits
 
     def log_likelihood(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,22 +123,29 @@ class Scrc(nn.Module):
 
     @torch.no_grad()
     def score(self, image: torch.Tensor | None, boxes: torch.Tensor, spatial: torch.Tensor,
-              inputs: torch.Tensor, targets: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+              inputs: torch.Tensor, targets: torch.Tensor, chunk: int = 4096,
+              box_pooled: torch.Tensor | None = None, context_pooled: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score every (query, candidate) pair of one image.
 
         image (1, 3, S, S) uint8 or None (image-free), boxes (K, 4) continuous store coords,
         spatial (K, 8), inputs/targets (Q, T) -> (log-likelihood (Q, K), lengths (Q,)).
-        The language and global parts run once per query, CNN_local once per candidate."""
+        The language and global parts run once per query, CNN_local once per candidate.
+        With a frozen backbone, box_pooled (K, C) / context_pooled (1, C) replace the pixels."""
         q, k = inputs.shape[0], spatial.shape[0]
         h_lang = self._language(inputs)  # (Q, T, H)
         base = self.r.expand(*h_lang.shape[:2], -1)  # (Q, T, V)
         if self.use_context:
-            base = base + self._global_logits(h_lang, self.context_features(image).expand(q, -1))
+            x_context = self.cnn_global.proj(context_pooled) if context_pooled is not None else self.context_features(image)
+            base = base + self._global_logits(h_lang, x_context.expand(q, -1))
         mask = targets != self.pad_id  # (Q, T)
         if not self.use_local:  # the captioner: the same score for every box
             ll, n = sequence_log_likelihood(base, targets, self.pad_id)
             return ll[:, None].expand(q, k).clone(), n
-        x_box = self.box_features(image, boxes, torch.zeros(k, dtype=torch.long, device=boxes.device)) if self.use_box else None
+        x_box = None
+        if self.use_box:
+            x_box = (self.cnn_local.proj(box_pooled) if box_pooled is not None
+                     else self.box_features(image, boxes, torch.zeros(k, dtype=torch.long, device=boxes.device)))
         if not self.use_spatial:
             spatial = torch.zeros_like(spatial)
         # LSTM_local's input projection splits into a per-query part (h_language) and a

@@ -45,6 +45,7 @@ from refexp.models.scrc import Scrc, transfer_from_captioner
 from refexp.paths import Paths
 from refexp.text.vocab import Vocab
 from refexp.training.engine import fit
+from refexp.training.features import FeatureCache
 from refexp.training.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,15 @@ def build_scrc(cfg: Config, vocab_size: int, variant: ScrcVariant | None) -> Scr
     flags = (dict(use_local=False, use_box=False, use_spatial=False, use_context=True) if variant is None else
              dict(use_local=True, use_box=variant.use_box, use_spatial=variant.use_spatial, use_context=variant.use_context))
     return build_model(MODEL, vocab_size=vocab_size, embed_dim=s.embed_dim, hidden=s.hidden, feature_dim=s.feature_dim,
-                       backbone=s.backbone, pretrained=s.pretrained, crop_size=s.crop_size, dropout=s.dropout, **flags)
+                       backbone=s.backbone, pretrained=s.pretrained, crop_size=s.crop_size, dropout=s.dropout,
+                       cached_features=s.frozen_backbone, **flags)
+
+
+def feature_cache(cfg: Config, paths: Paths, dataset: str) -> FeatureCache | None:
+    """The frozen backbone's cache for `dataset` (scrc.frozen_backbone), else None."""
+    if not cfg.scrc.frozen_backbone:
+        return None
+    return FeatureCache.open(paths.stage_dir("extract_features", dataset), cfg.scrc.backbone, cfg.scrc.crop_size)
 
 
 def scrc_loss(model: Scrc, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -139,8 +148,9 @@ def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
     train = captions[captions["split"] == "train"]
     vocab = joint_vocab(paths, s.dataset, s.caption_dataset)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
-    images = _image_store(cfg, paths, [train])
-    data = CaptionDataset(train, vocab, images, s.max_tokens)
+    features = feature_cache(cfg, paths, s.caption_dataset)
+    images = _image_store(cfg, paths, [train]) if features is None else None
+    data = CaptionDataset(train, vocab, images, s.max_tokens, features=features)
     model = build_scrc(cfg, len(vocab), None)
     out_dir = paths.model_dir(MODEL, PRETRAINED)
     metrics = fit(model, data, scrc_loss, cfg.training.merged(s.pretrain_training), out_dir, seed=cfg.run.seed,
@@ -148,7 +158,7 @@ def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
                   curve_path=paths.plots("pretrain_scrc", PRETRAINED),
                   run_key=file_digest(paths.prepared(s.caption_dataset) / "captions.parquet", paths.vocab(s.dataset)))
     save_model(model, out_dir / MODEL_FILE)
-    metrics.update({"train/captions": len(train), "train/images": images.images.shape[0], "vocab_size": len(vocab)})
+    metrics.update({"train/captions": len(train), "train/images": int(train["image_path"].nunique()), "vocab_size": len(vocab)})
     return metrics
 
 
@@ -161,8 +171,9 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     vocab = joint_vocab(paths, dataset, s.caption_dataset) if variant.transfer else Vocab.load(paths.vocab(dataset))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     needs_images = variant.use_box or variant.use_context
-    images = _image_store(cfg, paths, [train]) if needs_images else None
-    data = BoxExpressionDataset(train, vocab, images, s.max_tokens)
+    features = feature_cache(cfg, paths, dataset) if needs_images else None
+    images = _image_store(cfg, paths, [train]) if needs_images and features is None else None
+    data = BoxExpressionDataset(train, vocab, images, s.max_tokens, features=features)
     model = build_scrc(cfg, len(vocab), variant)
     if variant.transfer:
         captioner = load_model(build_scrc(cfg, len(vocab), None), paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE)
@@ -204,7 +215,8 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     if cfg.training.cpu_threads:
         torch.set_num_threads(cfg.training.cpu_threads)
     needs_images = variant.use_box or variant.use_context
-    images = _image_store(cfg, paths, [test]) if needs_images else None
+    features = feature_cache(cfg, paths, dataset) if needs_images else None
+    images = _image_store(cfg, paths, [test]) if needs_images and features is None else None
     proposals, proposal_source = proposals_for_images(paths.raw(dataset), test, s.n_proposals, cfg.run.seed)
     rows = []
     started = time.perf_counter()
@@ -226,7 +238,12 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
             n = len(cands)
             spatial = torch.from_numpy(spatial_features(cont, np.full(n, width), np.full(n, height)))
             store = torch.from_numpy(to_store_boxes(cont, np.full(n, width), np.full(n, height), s.image_size)) if images is not None else torch.zeros(n, 4)
-            ll, lengths = model.score(image, store, spatial, inputs, targets)
+            pooled = {}
+            if features is not None:
+                path = str(group["image_path"].iloc[0])
+                pooled = {"box_pooled": torch.from_numpy(features.lookup(path, cands)),
+                          "context_pooled": torch.from_numpy(features.whole_image(path, int(width), int(height)))[None]}
+            ll, lengths = model.score(image, store, spatial, inputs, targets, **pooled)
             scored[name] = (ll.numpy(), lengths.numpy())
         for qi, row in enumerate(group.itertuples(index=False)):
             ann_ll, ann_len = scored["annotated"]
