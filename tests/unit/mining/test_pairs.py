@@ -54,6 +54,7 @@ def test_mine_pairs_equals_brute_force_pycocoevalcap(meteor_pool):
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_small_corpus_equals_brute_force_and_counts_add_up(meteor_pool):
     df = real_corpus(n_vg=250, n_referit=100, n_perturbed=80, seed=5)
     expected = brute_force(df)

@@ -32,6 +32,7 @@ def _pairs(n: int, seed: int) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_pool_equals_pycocoevalcap_compute_score():
     hyps, refs = _pairs(400, seed=0)
     meteor = Meteor()
@@ -58,16 +59,16 @@ class _DiesOnce(MeteorProcess):
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_jvm_killed_mid_batch_is_restarted_and_batch_retried(monkeypatch):
     monkeypatch.setattr(meteor_mod, "_CHUNK_BYTES", 300)  # several chunks per batch
     hyps, refs = _pairs(60, seed=1)
-    with MeteorPool(n_jvms=1, batch_size=60) as plain:
-        expected = plain.score(hyps, refs)
     with MeteorPool(n_jvms=1, batch_size=60, process_factory=_DiesOnce) as pool:
-        got = pool.score(hyps, refs)
+        got = pool.score(hyps, refs)  # the JVM is killed after its first chunk
         assert pool.stats["restarts"] == 1 and pool.stats["retried_batches"] == 1
+        again = pool.score(hyps, refs)  # the restarted JVM, undisturbed
     assert _DiesOnce.killed == 1
-    assert np.array_equal(got, expected)
+    assert np.array_equal(got, again) and 0 < (got > 0.6).sum() < len(got)
 
 
 def test_rejects_mismatched_inputs():
