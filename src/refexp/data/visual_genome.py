@@ -18,6 +18,7 @@ under "malformed_region" / "malformed_image".
 from __future__ import annotations
 
 import logging
+from array import array
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,14 +77,15 @@ def iter_regions(path: str | Path, skips: SkipCounter | None = None) -> Iterator
 
 def load_regions(path: str | Path, skips: SkipCounter | None = None) -> pd.DataFrame:
     """All regions of region_descriptions.json as a frame (columns REGION_COLUMNS)."""
-    cols: list[list] = [[] for _ in REGION_COLUMNS]
+    # Typed arrays for the numbers (8 bytes a value, not a Python object each): full VG is 5.4M rows.
+    cols: list = [array("q"), array("q"), []] + [array("d") for _ in REGION_COLUMNS[3:]]
     for row in iter_regions(path, skips):
         for c, v in zip(cols, row):
             c.append(v)
     df = pd.DataFrame({
-        "image_id": np.asarray(cols[0], np.int64), "region_id": np.asarray(cols[1], np.int64),
+        "image_id": np.frombuffer(cols[0], np.int64).copy(), "region_id": np.frombuffer(cols[1], np.int64).copy(),
         "phrase": pd.Series(cols[2], dtype=object),
-        **{name: np.asarray(c, np.float64) for name, c in zip(REGION_COLUMNS[3:], cols[3:])},
+        **{name: np.frombuffer(c, np.float64).copy() for name, c in zip(REGION_COLUMNS[3:], cols[3:])},
     })
     log.info("read %d regions of %d images from %s", len(df), df["image_id"].nunique(), path)
     return df
