@@ -10,9 +10,11 @@
   image id to train/val/test. Instances are the objects (stuff is not a COCO 2014 thing).
 - Visual Genome v1.2: region_descriptions.json, image_data.json, region_graphs.json,
   VG_100K/<id>.jpg. Region width/height count pixels (x2 - x1 + 1). coco_id is the same
-  image in coco/. region_graphs.json gives every region the objects its phrase mentions
-  (object_id = image_id * 1000 + scene region index, name = category, box of the
-  object) and the relationships it states (synsets are left empty: no WordNet here).
+  image in coco/. region_graphs.json covers the multi-object regions (2-3 objects, or an
+  object and a stuff region): the objects the phrase mentions (object_id = image_id *
+  1000 + scene region index, name = category, the object's box) and the relationships
+  it states (synsets empty: no WordNet here). Single-object and stuff-only regions have
+  no graph, so miners judge them by their phrase.
 
 Image ids are the same integers in all three (1..n_images).
 
@@ -224,7 +226,8 @@ class VisualGenomeWriter:
                 rels.append({"predicate": predicate, "object_id": object_id,
                              "relationship_id": self.counts["vg_relationships"], "synsets": [],
                              "subject_id": subject_id})
-            graphs.append({"relationships": rels, "phrase": phrase, "objects": objects, "synsets": [], **region})
+            if len(objects) >= 2:
+                graphs.append({"relationships": rels, "phrase": phrase, "objects": objects, "synsets": [], **region})
         self.regions.append({"regions": regions, "id": image["image_id"]})
         self.graphs.append({"regions": graphs, "image_id": image["image_id"]})
 
