@@ -89,3 +89,29 @@ def test_partitioned_on_dask_equals_single_process(meteor_pool):
     assert len(single) > 50
     assert_same(parted, single)
     assert_same(blocks, single)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("threshold,rule", [(0.7, "either"), (0.5, "both"), (0.85, "both"), (0.4, "either")])
+def test_bleu_step_complete_for_other_thresholds_and_rules(threshold, rule):
+    """The candidate bound is derived from the params, so other thresholds/rules stay exact too
+    (checked against every pair scored with the bit-identical scalar BLEU-2)."""
+    from refexp.mining import bleu_pairs
+    from refexp.text.bleu import passes, sentence_bleu2
+
+    df = real_corpus(n_vg=250, n_referit=150, n_perturbed=100, seed=13)
+    norm = [normalize(p) for p in df["phrase"]]
+    img = df["image_id"].tolist()
+    expected = []
+    for i in range(len(df)):
+        for j in range(i + 1, len(df)):
+            if img[i] != img[j]:
+                ab, ba = sentence_bleu2(norm[i], norm[j]), sentence_bleu2(norm[j], norm[i])
+                if passes(ab, ba, threshold, rule):
+                    expected.append((i, j, ab, ba))
+    step = bleu_pairs(df, bleu_threshold=threshold, rule=rule)
+    order = np.lexsort((step.b, step.a))
+    got = list(zip(step.a[order].tolist(), step.b[order].tolist(), step.bleu_ab[order].tolist(),
+                   step.bleu_ba[order].tolist()))
+    assert len(expected) > 10
+    assert got == expected
