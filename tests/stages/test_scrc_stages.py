@@ -136,3 +136,59 @@ def test_feature_cache_and_frozen_scrc(world, monkeypatch, tmp_path):
     assert train_scrc.run(cfg, "scrc_full")["train/steps"] == 4
     e = evaluate_scrc.run(cfg, "scrc_full")
     assert 0.0 <= e["test/p_at_1"] <= 1.0 and e["test/queries"] > 0
+
+
+@pytest.mark.slow
+def test_killed_train_scrc_resumes_to_the_same_model_and_metrics(world, monkeypatch):
+    """SIGKILL `python -m stages.train_scrc` mid-run, run the stage again: it resumes from the
+    checkpoint and ends with the weights and test metrics of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from refexp.training.engine import load_checkpoint
+    from stages import evaluate_scrc, pretrain_scrc, train_scrc
+
+    monkeypatch.chdir(world)
+    params = tiny_params()
+    params["training"].update({"steps": 150, "checkpoint_every": 10})
+    params["scrc"]["variants"] = {"scrc_full": {}, "scrc_full_reference": {}}
+    (world / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = parse_config(params)
+    pretrain_scrc.run(cfg)
+    reference = train_scrc.run(cfg, "scrc_full_reference")
+    assert reference["train/steps"] == 150
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train_scrc", "scrc_full"], cwd=world,
+                            env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = world / "models/scrc/scrc_full/checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                if load_checkpoint(ckpt)["step"] >= 20:
+                    break
+            except Exception:  # being replaced right now
+                pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 20 <= killed_at < 150, killed_at
+    assert not (world / "models/scrc/scrc_full/model.pt").exists()
+
+    resumed = train_scrc.run(cfg, "scrc_full")
+    assert resumed["train/steps"] == 150 and resumed["train/loss"] == reference["train/loss"]
+    a = torch.load(world / "models/scrc/scrc_full/model.pt", weights_only=True)
+    b = torch.load(world / "models/scrc/scrc_full_reference/model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ea, eb = evaluate_scrc.run(cfg, "scrc_full"), evaluate_scrc.run(cfg, "scrc_full_reference")
+    strip = lambda m: {k: v for k, v in m.items() if not k.startswith("eval/")}
+    assert strip(ea) == strip(eb)

@@ -120,9 +120,19 @@ def scrc_loss(model: Scrc, batch: dict) -> tuple[torch.Tensor, dict]:
 
 
 def file_digest(*files: Path) -> str:
-    """sha256 over the files' bytes: the inputs a training run depends on (its run_key)."""
+    """sha256 over the files' bytes and the training code's source: what a run depends on beyond
+    its params (its run_key), so a persisted checkpoint is never resumed after the data, the
+    initial weights or the model code changed."""
+    import refexp.data.torch_datasets
+    import refexp.models.backbones
+    import refexp.models.layers
+    import refexp.models.scrc
+    import refexp.training.engine
+
+    code = [Path(m.__file__) for m in (refexp.models.scrc, refexp.models.layers, refexp.models.backbones,
+                                       refexp.data.torch_datasets, refexp.training.engine)] + [Path(__file__)]
     h = hashlib.sha256()
-    for f in files:
+    for f in [*files, *code]:
         h.update(Path(f).read_bytes() if Path(f).exists() else b"<missing>")
     return h.hexdigest()[:16]
 
