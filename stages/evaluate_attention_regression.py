@@ -8,6 +8,8 @@ Params: run.seed, attention_regression.
 """
 from __future__ import annotations
 
+import torch
+
 from refexp.artifacts import write_json, write_parquet
 from refexp.config import Config
 from refexp.paths import Paths
@@ -19,6 +21,8 @@ STAGE = "evaluate_attention_regression"
 
 def run(cfg: Config, item: str) -> dict:
     paths = Paths.from_config(cfg)
+    if cfg.training.cpu_threads:  # also covers feature caching and evaluation, outside the engine
+        torch.set_num_threads(cfg.training.cpu_threads)
     metrics, predictions = evaluate_variant(cfg.attention_regression, item, paths, seed=cfg.run.seed, stage=STAGE)
     write_parquet(predictions, paths.stage_dir(STAGE, item) / "predictions.parquet")
     write_json(paths.metrics(STAGE, item), metrics)

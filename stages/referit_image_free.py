@@ -10,6 +10,8 @@ Params: run, training, referit_image_free, attention_regression (the text-only v
 """
 from __future__ import annotations
 
+import torch
+
 from refexp.artifacts import write_json
 from refexp.config import Config
 from refexp.paths import Paths
@@ -22,6 +24,8 @@ COMMAND = "make referit-image-free"
 
 def run(cfg: Config) -> dict:
     paths = Paths.from_config(cfg)
+    if cfg.training.cpu_threads:
+        torch.set_num_threads(cfg.training.cpu_threads)
     metrics, _ = run_experiment(cfg, paths)
     write_json(paths.reports / "metrics" / f"{NAME}.json", metrics)
     write_report(cfg, metrics, run_settings(cfg, paths), paths.report(NAME), paths.figures(NAME), COMMAND)

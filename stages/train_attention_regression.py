@@ -9,6 +9,8 @@ Params: run.seed, run.deterministic, training (+ attention_regression.training o
 """
 from __future__ import annotations
 
+import torch
+
 from refexp.artifacts import write_json
 from refexp.config import Config
 from refexp.paths import Paths
@@ -20,6 +22,8 @@ STAGE = "train_attention_regression"
 
 def run(cfg: Config, item: str) -> dict:
     paths = Paths.from_config(cfg)
+    if cfg.training.cpu_threads:  # also covers feature caching and evaluation, outside the engine
+        torch.set_num_threads(cfg.training.cpu_threads)
     section = cfg.attention_regression
     metrics = train_variant(section, cfg.training.merged(section.training), item, paths, seed=cfg.run.seed,
                             deterministic=cfg.run.deterministic, stage=STAGE)

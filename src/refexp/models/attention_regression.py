@@ -108,6 +108,10 @@ class AttentionRegression(nn.Module):
                 p.requires_grad_(False)
         # Pools any backbone's map to the configured grid (identity for VGG16 conv5_3 at 224 px).
         self.pool = nn.AdaptiveAvgPool2d(self.grid)
+        # Per-channel standardisation of a frozen backbone's features (see `calibrate`); identity
+        # until calibrated. Buffers, so checkpoints carry them to evaluation.
+        self.register_buffer("feature_mean", torch.zeros(1, max(feature_channels, 1), 1, 1))
+        self.register_buffer("feature_std", torch.ones(1, max(feature_channels, 1), 1, 1))
         if cfg.use_image and cfg.image_attention:
             # h_vi = tanh(W_vr v_ri + W_vt v_T + b_v), then more tanh layers, a_i = relu(W_vh h + b_vh)
             self.img_att_region = nn.Linear(feature_channels, cfg.image_attention_hidden)
@@ -157,6 +161,14 @@ class AttentionRegression(nn.Module):
         self.backbone.eval()
         return self.pool(self.backbone(images))  # (B, C, grid, grid)
 
+    @torch.no_grad()
+    def calibrate(self, features: torch.Tensor) -> None:
+        """Standardise each channel of a frozen backbone's maps with statistics of the training
+        images' maps: a frozen, randomly initialised CNN (no ImageNet weights offline) emits features
+        of std ~0.03, too small for the attention MLP to read; pretrained VGG16 ones are not."""
+        self.feature_mean.copy_(features.mean(dim=(0, 2, 3), keepdim=True))
+        self.feature_std.copy_(features.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6))
+
     def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
                 features: torch.Tensor | None = None) -> RegressionOutput:
         # images: (B, 3, S, S), or features: (B, C, h, w) cached from a frozen backbone, or neither
@@ -174,6 +186,7 @@ class AttentionRegression(nn.Module):
                     fmap = self.backbone(images)  # (B, C, h, w)
             if fmap.shape[-2:] != (self.grid, self.grid):
                 fmap = self.pool(fmap)  # (B, C, grid, grid)
+            fmap = (fmap - self.feature_mean) / self.feature_std
             regions = fmap.flatten(2).transpose(1, 2)  # (B, N, C) v_ri
             if self.cfg.image_attention:
                 h = torch.tanh(self.img_att_region(regions)

@@ -216,6 +216,8 @@ def model_and_data(section: AttentionRegressionConfig, variant: str, paths, seed
                                               mcfg.use_image)
     if mcfg.use_image and section.freeze_backbone:
         examples.cache_features(model)
+        if split == "train":
+            model.calibrate(examples.features)
     return model, examples, part, train, vocab
 
 
