@@ -182,6 +182,18 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
                   "small; here the same pair is fine-tuned on a seeded subset of the training images.", "",
                   *_table(["variant", "train images", "transfer", "train tuples", "P@1", "R@1"], rows)]
 
+    # ---- other variants (not rows of the paper's tables)
+    listed = {v for v, *_ in PAPER_ROWS if v} | {v for v, _ in scarce}
+    others = [v for v in variants if v not in listed]
+    if others:
+        rows = [[v, ", ".join(f"{k}={val}" for k, val in s.variants[v].model_dump(exclude={"training"}).items()),
+                 _pct(ev[v].get("test/p_at_1")), *[_pct(ev[v].get(f"test/p_at_1/{k}")) for k in KINDS],
+                 _pct(ev[v].get("test/recall_at_1"))] for v in others]
+        lines += ["## Other variants", "",
+                  "`scrc_image_free` reads x_spatial and the words only (no x_box, no x_context): the model the "
+                  "real image-free ReferIt experiment trains (reports/referit_image_free.md).", "",
+                  *_table(["variant", "flags", "P@1", *KINDS, "R@1"], rows)]
+
     # ---- scoring
     rows = [[v, _pct(ev[v].get("test/p_at_1")), _pct(ev[v].get("test/p_at_1_length_normalised"))] for v in variants if ev[v]]
     lines += ["## Scoring: summed vs length-normalised log-likelihood", "",
