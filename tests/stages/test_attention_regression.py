@@ -123,3 +123,21 @@ def test_missing_tables_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="tuples.parquet: missing; run prepare_referit"):
         train_attention_regression.run(tiny_config(), "attention_full")
+
+
+def test_frozen_backbone_caches_standardised_features(tiny_world):
+    """The paper's frozen backbone: features computed once per image, standardised per channel with
+    training statistics that the checkpoint carries to evaluation."""
+    import torch
+
+    from stages import evaluate_attention_regression, train_attention_regression
+
+    raw = tiny_config().model_dump()
+    raw["attention_regression"]["freeze_backbone"] = True
+    cfg = parse_config(raw)
+    train_attention_regression.run(cfg, "attention_full")
+    state = torch.load(tiny_world / "models/attention_regression/attention_full/checkpoint.pt", weights_only=True)["model"]
+    assert not torch.equal(state["feature_std"], torch.ones_like(state["feature_std"]))
+    assert state["feature_mean"].shape == (1, 128, 1, 1)  # the tiny backbone's channels
+    metrics = evaluate_attention_regression.run(cfg, "attention_full")
+    assert metrics["test/queries"] == 16
