@@ -15,8 +15,9 @@ Loss (section 3.6): L = (1 - IoU(t, g)) + lambda1 * 1/2 ||t - g||^2 + lambda2 * 
 with boxes in the network input's pixels and S_box the ground-truth area in feature-map cells.
 
 Ablations are switches of `AttentionRegressionModelConfig` (params entries, never copies):
-`text_attention: false` (v'_T = v_T), `image_attention: false` (the region MLP reads the flattened
-feature map instead of the attention map; no penalty term then), `lambda_penalty: 0`, and
+`text_attention: false` (v'_T = v_T), `image_attention: false` (the region MLP reads the feature
+map, each cell reduced to 8 channels, instead of the attention map; no penalty term then),
+`lambda_penalty: 0`, and
 `use_image: false` (text only: the image-free variant, box in normalised image coordinates).
 
 "Layers" of each MLP in the paper's Table 1 are read as the number of tanh hidden layers: the text
@@ -34,6 +35,8 @@ from refexp.config import AttentionRegressionModelConfig
 
 # Keeps 1 - IoU differentiable when both boxes are empty.
 _IOU_EPS = 1e-6
+# Channels per feature-map cell that the -IA ablation's region MLP reads (see __init__).
+NO_ATTENTION_CELL_CHANNELS = 8
 
 
 @dataclass
@@ -120,7 +123,12 @@ class AttentionRegression(nn.Module):
             self.img_att_out = nn.Linear(cfg.image_attention_hidden, 1)
             image_in = n_cells
         elif cfg.use_image:
-            image_in = n_cells * feature_channels  # -IA: the flattened feature map
+            # -IA: the region MLP reads the whole feature map instead of the attention map. A shared
+            # per-cell linear layer first reduces each cell to a few channels: with the flattened
+            # C x N map (8,192 inputs on the embedded default, 100k for VGG16) Adam's first steps
+            # saturate the tanh layer and the variant does not train.
+            self.cell_reduce = nn.Linear(feature_channels, NO_ATTENTION_CELL_CHANNELS)
+            image_in = n_cells * NO_ATTENTION_CELL_CHANNELS
         else:
             image_in = 0
         if cfg.text_attention:
@@ -195,7 +203,7 @@ class AttentionRegression(nn.Module):
                 image_attention = torch.relu(self.img_att_out(self.dropout(h))).squeeze(-1)  # (B, N)
                 image_input = image_attention
             else:
-                image_input = regions.flatten(1)  # (B, N*C)
+                image_input = torch.tanh(self.cell_reduce(regions)).flatten(1)  # (B, N * 8)
         text_attention = None
         if self.cfg.text_attention:
             h = torch.tanh(self.txt_att_word(self.dropout(words))
