@@ -128,6 +128,12 @@ class ReportDataConfig(Section):
     sample_images: int = Field(2, ge=1)
 
 
+class ReportIndexConfig(Section):
+    # Metric keys shown in reports/index.md, in column order.
+    headline_keys: list[str] = Field(default_factory=lambda: [
+        "test/p_at_1", "test/accuracy", "test/recall_at_1", "test/recall_at_10", "test/chance_p_at_1"])
+
+
 class TrainingConfig(Section):
     """The one training engine's knobs (refexp.training.engine.fit); model variants may
     override any of them through their own `training:` mapping (see `merged`)."""
@@ -397,6 +403,7 @@ class Config(Section):
     prepare_referit: PrepareReferitConfig = PrepareReferitConfig()
     prepare_coco: PrepareCocoConfig = PrepareCocoConfig()
     report_data: ReportDataConfig = ReportDataConfig()
+    report_index: ReportIndexConfig = ReportIndexConfig()
     training: TrainingConfig = TrainingConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
     scrc: ScrcConfig = ScrcConfig()
