@@ -44,6 +44,8 @@ def main() -> None:
     section = cfg.attention_regression
     training = cfg.training.merged(section.training)
     mcfg = section.variant_model("attention_full")
+    if training.cpu_threads:  # as the training stages run
+        torch.set_num_threads(training.cpu_threads)
     bsz, size = training.batch_size, section.image_size
     torch.manual_seed(0)
     images = torch.rand(bsz, 3, size, size)
