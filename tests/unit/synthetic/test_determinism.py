@@ -61,3 +61,22 @@ def test_worker_processes_write_the_same_bytes(tiny_world, tmp_path):
     counts = generate(tmp_path, TINY_IMAGES, TINY_SEED, workers=2)
     assert counts == tiny_world.counts
     assert _files(tmp_path) == _files(tiny_world.root)
+
+
+def test_region_descriptions_draw_from_their_own_stream(tiny_world, tmp_path, monkeypatch):
+    # The VG descriptions have their own generator: descriptions that draw any amount of
+    # randomness leave the ReferIt and COCO files (proposals included) byte-identical.
+    import importlib
+
+    generate_module = importlib.import_module("refexp.data.synthetic.generate")  # the module, not the function
+
+    describe = generate_module.region_descriptions
+
+    def greedy(scene, count, rng):
+        rng.random(1000)
+        return describe(scene, count, rng)[::-1]
+
+    monkeypatch.setattr(generate_module, "region_descriptions", greedy)
+    generate(tmp_path, TINY_IMAGES, TINY_SEED, formats=("referit", "coco"))
+    for fmt in ("referit", "coco"):
+        assert _files(tmp_path / fmt) == _files(tiny_world.root / fmt)

@@ -1,7 +1,9 @@
 """Build the synthetic world and write it in the requested real formats.
 
-Determinism: image i is built from its own generator `default_rng([seed, 7, i])`, the
-split from `default_rng([seed, 11])`; nothing reads the clock, uuids, or set order,
+Determinism: image i is built from its own generator `default_rng([seed, 7, i])`, its
+Visual Genome region descriptions from a second one, `default_rng([seed, VG_STREAM, i])`
+(so they can change without moving the ReferIt and COCO files), the split from
+`default_rng([seed, 11])`; nothing reads the clock, uuids, or set order,
 and every encoder is byte-stable (see encoding.py). So one seed gives byte-identical
 files, and the world does not depend on which formats are written.
 """
@@ -22,6 +24,7 @@ import numpy as np
 from refexp.data.synthetic import encoding
 from refexp.data.synthetic.grammar import KINDS, normalise_mix, scene_expressions
 from refexp.data.synthetic.language import captions, region_descriptions
+from refexp.data.synthetic.legacy_draws import replay_legacy_description_draws
 from refexp.data.synthetic.proposals import edgebox_like_proposals
 from refexp.data.synthetic.scene import SceneParams, make_scene
 from refexp.data.synthetic.writers import WRITERS, SyntheticImage
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 FORMATS = tuple(WRITERS)
 # A scene where some region has no unambiguous expression is redrawn up to this many times.
 SCENE_ATTEMPTS = 8
+# Second key of the region descriptions' generator (7 is the image's, 11 the split's).
+VG_STREAM = 13
 
 
 def assign_splits(n_images: int, seed: int, val_fraction: float, test_fraction: float) -> list[str]:
@@ -60,9 +65,16 @@ def build_image(index: int, seed: int, split: str, params: SceneParams, weights:
     return SyntheticImage(
         image_id=index + 1, split=split, scene=scene, expressions=expressions,
         captions=captions(scene, captions_per_image, rng),
-        region_descriptions=region_descriptions(scene, vg_regions_per_image, rng),
-        proposals=edgebox_like_proposals(scene, rng),
+        region_descriptions=region_descriptions(scene, vg_regions_per_image,
+                                                np.random.default_rng([seed, VG_STREAM, index])),
+        proposals=_proposals(scene, vg_regions_per_image, rng),
     )
+
+
+def _proposals(scene, vg_regions_per_image: int, rng: np.random.Generator) -> np.ndarray:
+    # the first description code drew from `rng` here: replay its draws so proposals keep their bytes
+    replay_legacy_description_draws(scene, vg_regions_per_image, rng)
+    return edgebox_like_proposals(scene, rng)
 
 
 def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_height: int = 128,
