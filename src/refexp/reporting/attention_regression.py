@@ -178,6 +178,15 @@ def build_report(cfg: Config, paths: Paths) -> dict:
         if a in evals and b in evals and evals[a] and evals[b]:
             holds = evals[a]["test/accuracy"] > evals[b]["test/accuracy"]
             order.append(f"`{a}` > `{b}`: {'holds' if holds else 'does NOT hold'}")
+    full_acc = evals.get("attention_full", {}).get("test/accuracy")
+    text_acc = evals.get("text_only", {}).get("test/accuracy")
+    if full_acc is not None:
+        lines += ["", f"Quality target of issue 5 (accuracy >= 60% on the embedded default): "
+                  f"{'met' if full_acc >= 0.6 else 'NOT met'} ({_pct(full_acc)}%; chance {_pct(chance)}%)."]
+    if full_acc is not None and text_acc is not None:
+        lines += [f"What the image adds: `attention_full` - `text_only` = {100 * (full_acc - text_acc):+.2f} points. "
+                  "A small gain means the model mostly regresses the box from the words (a text prior); the "
+                  "attention maps below show where it looks."]
     lines += ["", "Paper's order of the ablations on our data: " + "; ".join(order) + ".", "",
               "The paper's word-embedding comparison (Table 4): " +
               ", ".join(f"{k} {v}%" for k, v in PAPER_TABLE4.items()) +
