@@ -94,7 +94,7 @@ def test_loss_terms_hand_computed():
     assert float(loss.detach()) == pytest.approx(iou_loss + 0.1 * squared_error + 0.01 * penalty, abs=1e-6)
     # Without image attention (the -IA ablation) the penalty term is absent.
     loss_no_ia, _ = regression_loss(RegressionOutput(box, None, None), target, torch.tensor([5.0]), 0.1, 0.01)
-    assert float(loss_no_ia) == pytest.approx(iou_loss + 0.1 * squared_error, abs=1e-6)
+    assert float(loss_no_ia.detach()) == pytest.approx(iou_loss + 0.1 * squared_error, abs=1e-6)
 
 
 def _two_squares(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, ...]:
