@@ -12,7 +12,11 @@
   both, so the loader position is just (epoch, batch index) and resuming replays it exactly.
   Each epoch gets a fresh DataLoader whose generator (and hence worker seeds) is seeded the same
   way.
-- Device: CUDA when present (autocast bf16 if supported, else fp16 with a GradScaler), CPU otherwise.
+- Device: CUDA when present (autocast bf16 if supported, else fp16 with a GradScaler), CPU otherwise
+  with `cfg.cpu_threads` intra-op threads when set (1 is fastest for small models on a shared CPU).
+- Model initialisation is the caller's: call `seed_everything(seed)` before building the model (the
+  stages do); `fit` seeds again so the training stream does not depend on how much randomness
+  building the model consumed.
 - Checkpoint every `cfg.checkpoint_every` steps and at the end to out_dir/checkpoint.pt (model,
   optimizer, scheduler, scaler, RNG states, step, loader position, curve so far), written to a
   temp file and renamed. A later `fit` with the same out_dir resumes from it and reaches the same
