@@ -65,6 +65,8 @@ def write_report(cfg: Config, metrics: dict, details: dict, report_path: Path, f
         f"(+{pct(m['test/accuracy'] - m['test/constant_box_accuracy'])} points); mean IoU {m['test/regression_mean_iou']:.3f}.",
         f"- The chance level computed by refexp.metrics.chance ({m['test/chance_p_at_1']:.6f}) and inside the SCRC",
         f"  evaluation ({m['scrc/chance_p_at_1_check']:.6f}) agree.",
+        "- Summed and length-normalised log-likelihoods give the same P@1: within one query every candidate",
+        "  box is scored with the same expression, so dividing by its length never changes the ranking.",
         "- IoU uses the papers' inclusive pixel convention (w = x2 - x1 + 1). The annotated boxes of an image",
         "  are the distinct regions of that image with an expression in the test split.",
         "",
