@@ -72,9 +72,9 @@ def test_region_descriptions_draw_from_their_own_stream(tiny_world, tmp_path, mo
 
     describe = generate_module.region_descriptions
 
-    def greedy(scene, count, rng):
+    def greedy(scene, count, rng, *args):
         rng.random(1000)
-        return describe(scene, count, rng)[::-1]
+        return describe(scene, count, rng, *args)[::-1]
 
     monkeypatch.setattr(generate_module, "region_descriptions", greedy)
     generate(tmp_path, TINY_IMAGES, TINY_SEED, formats=("referit", "coco"))

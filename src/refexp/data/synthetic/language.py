@@ -47,9 +47,9 @@ OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of
 # "near" for "next to" fails BLEU-2 but passes METEOR (a synonym). So each multi-object phrase
 # is mostly canonical (and recurs across images that hold the same kind of pair), and the
 # paraphrases give each mining step something to drop.
-VG_KIND_WEIGHTS = {"pair": 0.45, "triple": 0.1, "object_stuff": 0.2, "single": 0.12, "stuff": 0.13}
+VG_KIND_WEIGHTS = {"pair": 0.4, "triple": 0.1, "object_stuff": 0.25, "single": 0.12, "stuff": 0.13}
 # How a multi-object phrase names its objects ("the red shape", "the circle", "the red circle").
-NAMING_WEIGHTS = {"colour": 0.45, "shape": 0.4, "full": 0.15}
+NAMING_WEIGHTS = {"colour": 0.55, "shape": 0.35, "full": 0.1}
 LEADING_ARTICLES = {"the": 0.45, "a": 0.45, "": 0.1}
 INNER_ARTICLES = {"the": 0.8, "a": 0.2}
 # Canonical relation phrase -> its paraphrases (used with PARAPHRASE_PROBABILITY).
@@ -164,9 +164,13 @@ def captions(scene: Scene, count: int, rng: np.random.Generator) -> list[str]:
 
 
 def _weighted(weights: dict[str, float], rng: np.random.Generator) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys])
-    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+    """A key drawn with probability proportional to its weight (one uniform draw)."""
+    u = rng.random() * sum(weights.values())
+    for key, w in weights.items():
+        u -= w
+        if u < 0:
+            return key
+    return key  # u hit the total exactly (float rounding)
 
 
 def _context_box(box: tuple[int, int, int, int], width: int, height: int,
@@ -189,14 +193,15 @@ def _area_share(box: tuple[int, int, int, int], scene: Scene) -> float:
     return (box[2] - box[0] + 1) * (box[3] - box[1] + 1) / (scene.width * scene.height)
 
 
-def region_descriptions(scene: Scene, count: int, rng: np.random.Generator) -> list[RegionDescription]:
+def region_descriptions(scene: Scene, count: int, rng: np.random.Generator,
+                        geometry: Geometry | None = None) -> list[RegionDescription]:
     """`count` Visual Genome-style region descriptions of the scene.
 
     `rng` should be the image's own description generator (generate.py), so that the
     descriptions can change without moving anything else in the world. Pairs and
-    triples are not described twice in one image.
+    triples are not described twice in one image. `geometry`: the scene's, if already built.
     """
-    g = Geometry(scene)
+    g = geometry if geometry is not None else Geometry(scene)
     objects = scene.objects
     kinds = [k for k in VG_KIND_WEIGHTS if k != "pair" or len(objects) >= 2]
     kinds = [k for k in kinds if k != "triple" or len(objects) >= 3]

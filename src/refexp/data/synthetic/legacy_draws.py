@@ -26,9 +26,10 @@ def _pick(n: int, rng: np.random.Generator) -> int:
     return int(rng.integers(n))
 
 
-def replay_legacy_description_draws(scene: Scene, count: int, rng: np.random.Generator) -> None:
+def replay_legacy_description_draws(scene: Scene, count: int, rng: np.random.Generator,
+                                    geometry: Geometry | None = None) -> None:
     """Advance `rng` exactly as the first `region_descriptions(scene, count, rng)` did."""
-    g = Geometry(scene)
+    g = geometry if geometry is not None else Geometry(scene)
     objects, stuff = scene.objects, scene.stuff
     kinds = [k for k in _KIND_WEIGHTS if k not in ("pair",) or len(objects) >= 2]
     kinds = [k for k in kinds if k != "triple" or len(objects) >= 3]
