@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from refexp.artifacts import atomic_path
+from refexp.artifacts import atomic_path, write_text
 from refexp.config import Config, ScrcVariant
 from refexp.data.proposals import proposals_for_images
 from refexp.data.torch_datasets import (
@@ -200,6 +200,8 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics["train/steps"] = 0
+        # No fine-tuning, so an empty curve: the DVC plot output still exists for every variant.
+        write_text(paths.plots("train_scrc", variant_name), "step,loss\n")
     save_model(model, out_dir / MODEL_FILE)
     return metrics
 
