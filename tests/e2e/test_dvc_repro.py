@@ -15,7 +15,14 @@ from tests.conftest import REPO_ROOT, TINY_OVERRIDES, deep_merge
 pytestmark = pytest.mark.slow
 
 # Extra shrinking for stages that train: the DAG must finish in a couple of minutes here.
-E2E_OVERRIDES: dict = {}
+E2E_OVERRIDES: dict = {
+    "synthetic": {"n_images": 24},
+    "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2},
+    "scrc": {"embed_dim": 8, "hidden": 16, "feature_dim": 8, "crop_size": 16, "n_proposals": 12,
+             "figure_examples": 2, "pretrain_training": {"steps": 3}},
+    "attention_regression": {"training": {"steps": 4, "batch_size": 8}, "figure_examples": 2},
+    "build_region_benchmark": {"meteor_jvms": 1, "dask": {"local_workers": 1, "join_blocks": 2}},
+}
 TOP_LEVEL_IGNORED = {".venv", ".git", "data", "models", ".pytest_cache", ".prefect", "reports"}
 ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
@@ -55,6 +62,16 @@ def test_repro_writes_data_report(reproduced):
     assert "| train |" in report and "| test |" in report
     assert "git revision:" in report
     assert (reproduced / "reports" / "figures" / "data" / "expression_lengths.png").stat().st_size > 1000
+
+
+def test_every_stage_ran_and_reports_exist(reproduced):
+    stages = _run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], reproduced).stdout.split()
+    lock = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
+    assert set(stages) == set(lock)
+    for report in ("data", "scrc", "attention_regression", "index"):
+        assert (reproduced / "reports" / f"{report}.md").stat().st_size > 200
+    index = (reproduced / "reports" / "index.md").read_text()
+    assert "| evaluate_scrc | scrc_full |" in index and "| evaluate_attention_regression | attention_full |" in index
 
 
 def test_repro_is_complete_and_up_to_date(reproduced):
