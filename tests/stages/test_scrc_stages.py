@@ -3,6 +3,7 @@ on a tiny synthetic world (the real generator and prepare code) in a tmp dir."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -156,6 +157,7 @@ def test_killed_train_scrc_resumes_to_the_same_model_and_metrics(world, monkeypa
     from stages import evaluate_scrc, pretrain_scrc, train_scrc
 
     monkeypatch.chdir(world)
+    shutil.rmtree(world / "models/scrc/scrc_full", ignore_errors=True)  # trained by an earlier test
     params = tiny_params()
     params["training"].update({"steps": 150, "checkpoint_every": 10})
     params["scrc"]["variants"] = {"scrc_full": {}, "scrc_full_reference": {}}

@@ -151,6 +151,9 @@ def _loader(dataset: Dataset, cfg: TrainingConfig, seed: int, epoch: int, start:
         worker_init_fn=_worker_init if cfg.num_workers else None,
         generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch) + 1),
         pin_memory=pin, persistent_workers=False,
+        # spawn, not fork: a forked worker inherits the parent's threads and exit handlers (Dask,
+        # Prefect, tqdm) and can die at shutdown; spawned workers start clean.
+        multiprocessing_context="spawn" if cfg.num_workers else None,
     )
     return loader, len(sampler.batches)
 
