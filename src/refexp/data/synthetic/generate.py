@@ -24,7 +24,6 @@ import numpy as np
 from refexp.data.synthetic import encoding
 from refexp.data.synthetic.grammar import KINDS, Geometry, normalise_mix, scene_expressions
 from refexp.data.synthetic.language import captions, region_descriptions
-from refexp.data.synthetic.legacy_draws import replay_legacy_description_draws
 from refexp.data.synthetic.proposals import edgebox_like_proposals
 from refexp.data.synthetic.scene import Scene, SceneParams, make_scene
 from refexp.data.synthetic.writers import WRITERS, SyntheticImage
@@ -68,14 +67,8 @@ def build_image(index: int, seed: int, split: str, params: SceneParams, weights:
         captions=captions(scene, captions_per_image, rng),
         region_descriptions=region_descriptions(scene, vg_regions_per_image,
                                                 np.random.default_rng([seed, VG_STREAM, index]), geometry),
-        proposals=_proposals(scene, vg_regions_per_image, rng, geometry),
+        proposals=edgebox_like_proposals(scene, rng),
     )
-
-
-def _proposals(scene: Scene, vg_regions_per_image: int, rng: np.random.Generator, geometry: Geometry) -> np.ndarray:
-    # the first description code drew from `rng` here: replay its draws so proposals keep their bytes
-    replay_legacy_description_draws(scene, vg_regions_per_image, rng, geometry)
-    return edgebox_like_proposals(scene, rng)
 
 
 def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_height: int = 128,
