@@ -25,7 +25,7 @@ from refexp.data.synthetic import encoding
 from refexp.data.synthetic.grammar import KINDS, Geometry, normalise_mix, scene_expressions
 from refexp.data.synthetic.language import captions, region_descriptions
 from refexp.data.synthetic.proposals import edgebox_like_proposals
-from refexp.data.synthetic.scene import Scene, SceneParams, make_scene
+from refexp.data.synthetic.scene import SceneParams, make_scene
 from refexp.data.synthetic.writers import WRITERS, SyntheticImage
 
 log = logging.getLogger(__name__)
