@@ -190,6 +190,12 @@ class AttentionRegressionModelConfig(Section):
     dropout: float = Field(0.6, ge=0.0, lt=1.0)
     lambda_squared_error: float = Field(1e-4, ge=0.0)
     lambda_penalty: float = Field(1e-5, ge=0.0)
+    # Append normalised (x, y) cell coordinates to the feature map before attention (CoordConv);
+    # not in the paper (false = the paper's model).
+    coord_channels: bool = False
+    # Feed the image attention's centroid and spread to the region MLP and predict the box centre as
+    # centroid + offset; not in the paper (false = the paper's model).
+    attention_geometry: bool = False
     # Ablation switches: -TA, -TA and IA, and the image-free text-only regression.
     use_image: bool = True
     image_attention: bool = True

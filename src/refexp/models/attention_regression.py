@@ -20,6 +20,13 @@ map, each cell reduced to 8 channels, instead of the attention map; no penalty t
 `lambda_penalty: 0`, and
 `use_image: false` (text only: the image-free variant, box in normalised image coordinates).
 
+Two switches that are NOT in the paper (both false = the paper's model), added while trying to make
+the embedded default use the image: `coord_channels` appends CoordConv-style (x, y) in [-1, 1] to each
+cell's features before the attention MLP (so "left"/"top" can be read from a cell, not only from its
+content), and `attention_geometry` feeds the attention map's centroid and spread (normalised image
+coordinates) to the region MLP and regresses the box centre as centroid + offset (the attended feature
+map alone keeps no direct handle on WHERE the attention is).
+
 "Layers" of each MLP in the paper's Table 1 are read as the number of tanh hidden layers: the text
 attention has 1 and its hidden size (500) would be meaningless with 0 hidden layers.
 """
@@ -115,9 +122,16 @@ class AttentionRegression(nn.Module):
         # until calibrated. Buffers, so checkpoints carry them to evaluation.
         self.register_buffer("feature_mean", torch.zeros(1, max(feature_channels, 1), 1, 1))
         self.register_buffer("feature_std", torch.ones(1, max(feature_channels, 1), 1, 1))
+        # CoordConv-style (x, y) channels in [-1, 1] appended to every cell (our addition, see the
+        # module docstring): the attention MLP then knows WHERE a cell is, which "left"/"top" need.
+        n_coord = 2 if cfg.coord_channels else 0
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, self.grid), torch.linspace(-1, 1, self.grid), indexing="ij")
+        self.register_buffer("cell_coords", torch.stack([xs, ys], -1).reshape(1, n_cells, 2)[..., :n_coord],
+                             persistent=False)  # (1, N, 0 or 2)
+        region_channels = feature_channels + n_coord
         if cfg.use_image and cfg.image_attention:
             # h_vi = tanh(W_vr v_ri + W_vt v_T + b_v), then more tanh layers, a_i = relu(W_vh h + b_vh)
-            self.img_att_region = nn.Linear(feature_channels, cfg.image_attention_hidden)
+            self.img_att_region = nn.Linear(region_channels, cfg.image_attention_hidden)
             self.img_att_text = nn.Linear(hid, cfg.image_attention_hidden, bias=False)
             self.img_att_hidden = _more_tanh_layers(cfg.image_attention_hidden, cfg.image_attention_layers, cfg.dropout)
             self.img_att_out = nn.Linear(cfg.image_attention_hidden, 1)
@@ -127,7 +141,7 @@ class AttentionRegression(nn.Module):
             # per-cell linear layer first reduces each cell to a few channels: with the flattened
             # C x N map (8,192 inputs on the embedded default, 100k for VGG16) Adam's first steps
             # saturate the tanh layer and the variant does not train.
-            self.cell_reduce = nn.Linear(feature_channels, NO_ATTENTION_CELL_CHANNELS)
+            self.cell_reduce = nn.Linear(region_channels, NO_ATTENTION_CELL_CHANNELS)
             image_in = n_cells * NO_ATTENTION_CELL_CHANNELS
         else:
             image_in = 0
@@ -139,6 +153,14 @@ class AttentionRegression(nn.Module):
             self.txt_att_out = nn.Linear(cfg.text_attention_hidden, 1)
         # h_p = tanh(W_pv v^I_a + W_pt v'_T + b_ph), more tanh layers, g = relu(W_p h_p + b_p)
         self.reg_image = nn.Linear(image_in, cfg.region_hidden, bias=False) if image_in else None
+        # Our addition (attention_geometry): the attention map's centroid and spread in normalised
+        # image coordinates, (B, 4), as extra region-MLP inputs, and the box centre predicted as
+        # centroid + offset: a direct path from WHERE the attention is to the box.
+        self.use_geometry = bool(cfg.use_image and cfg.image_attention and cfg.attention_geometry)
+        self.reg_geometry = nn.Linear(4, cfg.region_hidden, bias=False) if self.use_geometry else None
+        ys, xs = torch.meshgrid((torch.arange(self.grid) + 0.5) / self.grid,
+                                (torch.arange(self.grid) + 0.5) / self.grid, indexing="ij")
+        self.register_buffer("cell_centres", torch.stack([xs, ys], -1).reshape(n_cells, 2), persistent=False)  # (N, 2)
         self.reg_text = nn.Linear(hid, cfg.region_hidden)
         self.reg_hidden = _more_tanh_layers(cfg.region_hidden, cfg.region_layers, cfg.dropout)
         self.reg_out = nn.Linear(cfg.region_hidden, 4)
@@ -151,6 +173,8 @@ class AttentionRegression(nn.Module):
         with torch.no_grad():
             self.reg_out.weight.mul_(0.1)
             self.reg_out.bias.copy_(torch.tensor(init_box, dtype=torch.float32))
+            if self.use_geometry:  # x, y outputs are offsets from the attention centroid
+                self.reg_out.bias[:2].zero_()
             if hasattr(self, "img_att_out"):
                 self.img_att_out.weight.mul_(0.1)
                 self.img_att_out.bias.fill_(max(init_box[2] * init_box[3], 0.05))
@@ -196,6 +220,7 @@ class AttentionRegression(nn.Module):
                 fmap = self.pool(fmap)  # (B, C, grid, grid)
             fmap = (fmap - self.feature_mean) / self.feature_std
             regions = fmap.flatten(2).transpose(1, 2)  # (B, N, C) v_ri
+            regions = torch.cat([regions, self.cell_coords.expand(len(regions), -1, -1)], -1)  # (B, N, C + 2)
             if self.cfg.image_attention:
                 h = torch.tanh(self.img_att_region(regions)
                                + self.img_att_text(phrase).unsqueeze(1))  # (B, N, Hi)
@@ -216,10 +241,21 @@ class AttentionRegression(nn.Module):
         h = self.reg_text(self.dropout(phrase))
         if self.reg_image is not None:
             h = h + self.reg_image(self.dropout(image_input))
+        centre = None
+        if self.use_geometry:
+            weights = image_attention / (image_attention.sum(1, keepdim=True) + _IOU_EPS)  # (B, N)
+            centre = weights @ self.cell_centres  # (B, 2) attention centroid, normalised x, y
+            spread = (weights @ self.cell_centres ** 2 - centre ** 2).clamp(min=0).add(1e-6).sqrt()  # (B, 2)
+            h = h + self.reg_geometry(torch.cat([centre, spread], 1))
         h = self.reg_hidden(torch.tanh(h))  # (B, Hr)
         # The last layer works in normalised units and is scaled to input pixels: the same g, but
         # Adam's step size then suits every image size.
-        box = self.image_size * torch.relu(self.reg_out(self.dropout(h)))  # (B, 4) x, y, w, h
+        raw = self.reg_out(self.dropout(h))  # (B, 4) normalised x, y, w, h (or centre offset, w, h)
+        if centre is not None:
+            # x = centroid_x + offset_x - w / 2 (likewise y): the offsets start near 0 (see _init_outputs).
+            wh = raw[:, 2:]
+            raw = torch.cat([centre + raw[:, :2] - 0.5 * wh, wh], 1)
+        box = self.image_size * torch.relu(raw)  # (B, 4) x, y, w, h
         return RegressionOutput(box, image_attention, text_attention)
 
 

@@ -154,6 +154,8 @@ def build_report(cfg: Config, paths: Paths) -> dict:
              f"| image size / grid | 224 px / 14 x 14 | {section.image_size} px / {section.model.feature_grid} x {section.model.feature_grid} |",
              f"| optimiser | Adam 0.001, batch 20 | {training.optimizer} {training.lr}, batch {training.batch_size}, {training.schedule} |",
              f"| steps | not given | {training.steps} per variant |",
+             f"| coordinate channels / attention-centroid regression (ours, not in the paper) | — | "
+             f"{section.model.coord_channels} / {section.model.attention_geometry} |",
              f"| seed | — | {cfg.run.seed} |",
              "", "Hyper-parameters (paper Table 1 beside ours):", "",
              "| hyper-parameter | paper | ours |", "|---|---|---|"]

@@ -65,6 +65,31 @@ def test_forward_backward_every_variant(variant):
     assert set(extras) == {"loss/iou", "loss/squared_error", "loss/attention_area"}
 
 
+def test_coord_channels_and_attention_geometry():
+    """Our two additions: (x, y) cell coordinates appended to each cell's features, and the box centre
+    read from the attention centroid (with zero offsets and zero size the box sits on the centroid)."""
+    torch.manual_seed(0)
+    mcfg = AttentionRegressionModelConfig(**SMALL, coord_channels=True, attention_geometry=True)
+    model = AttentionRegression(mcfg, 9, image_size=16, backbone=small_backbone(), feature_channels=6)
+    assert model.img_att_region.in_features == 6 + 2
+    coords = model.cell_coords[0]  # (16, 2) x, y in [-1, 1], row-major over the 4 x 4 grid
+    assert coords[0].tolist() == [-1.0, -1.0] and coords[3].tolist() == [1.0, -1.0] and coords[15].tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        model.reg_out.weight.zero_()
+        model.reg_out.bias.zero_()
+    tokens, lengths = torch.tensor([[4, 5], [6, 0]]), torch.tensor([2, 1])
+    out = model(torch.rand(2, 3, 16, 16), tokens, lengths)
+    att = out.image_attention.view(2, 4, 4)
+    centre_x = (att.sum(1) * (torch.arange(4) + 0.5) / 4).sum(1) / att.sum((1, 2))
+    centre_y = (att.sum(2) * (torch.arange(4) + 0.5) / 4).sum(1) / att.sum((1, 2))
+    assert torch.allclose(out.box[:, 0], 16 * centre_x, atol=1e-4)
+    assert torch.allclose(out.box[:, 1], 16 * centre_y, atol=1e-4)
+    assert (out.box[:, 2:] == 0).all()
+    # Gradients reach the attention MLP through the centroid alone.
+    out.box[:, :2].sum().backward()
+    assert model.img_att_out.weight.grad.abs().sum() > 0
+
+
 def test_text_attention_needs_image_attention():
     with pytest.raises(ValueError, match="needs image_attention"):
         AttentionRegressionModelConfig(image_attention=False, text_attention=True)
