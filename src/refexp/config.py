@@ -306,6 +306,8 @@ class ScrcConfig(Section):
     frozen_backbone: bool = False
     # Proposals: EdgeBox files of the raw layout when present, else jittered annotated boxes.
     n_proposals: int = Field(100, ge=1)
+    # R@K over proposals on a seeded subset of this many test queries (null: all); P@1 uses all.
+    proposal_queries: int | None = Field(None, ge=1)
     figure_examples: int = Field(4, ge=0)
     variants: dict[str, ScrcVariant] = Field(default_factory=lambda: {"scrc_full": ScrcVariant()})
 

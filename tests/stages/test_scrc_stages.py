@@ -72,6 +72,13 @@ def test_scrc_stages_end_to_end(world, monkeypatch):
         assert saved["test/queries"] == e["test/queries"] > 0
         pred = pd.read_parquet(world / f"data/evaluate_scrc/{variant}/predictions.parquet")
         assert len(pred) == e["test/queries"]
+    # R@K on a seeded subset of the queries: only those carry proposal scores, P@1 still uses all.
+    subset_cfg = parse_config({**tiny_params(), "scrc": {**tiny_params()["scrc"], "proposal_queries": 3}})
+    e = evaluate_scrc.run(subset_cfg, "scrc_full")
+    pred = pd.read_parquet(world / "data/evaluate_scrc/scrc_full/predictions.parquet")
+    assert e["test/proposal_queries"] == 3 == pred["proposals_scored"].sum() < e["test/queries"] == len(pred)
+    assert all(len(x) > 0 for x in pred.loc[pred["proposals_scored"], "proposals_ll"])
+    assert all(len(x) == 0 for x in pred.loc[~pred["proposals_scored"], "proposals_ll"])
     assert (world / "reports/plots/train_scrc/scrc_full.csv").exists()
     r = report_scrc.run(cfg)
     text = (world / "reports/scrc.md").read_text()

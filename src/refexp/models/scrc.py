@@ -101,19 +101,28 @@ class Scrc(nn.Module):
         return h_lang
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """batch: inputs (B, T), spatial (B, 8), and either image (B, 3, S, S) uint8 + box (B, 4), or a
-        frozen backbone's cached pooled features box_pooled / context_pooled (B, C) -> logits (B, T, V)."""
+        """batch: inputs (B, T), spatial (B, 8), and either image (B, 3, S, S) uint8 + box (B, 4), or the
+        same crops already cut, box_crop / context_crop (B, 3, c, c) in [0, 1], or a frozen backbone's
+        cached pooled features box_pooled / context_pooled (B, C) -> logits (B, T, V)."""
         h_lang = self._language(batch["inputs"])
         logits = self.r.expand(*h_lang.shape[:2], -1)
         if self.use_local:
             x_box = None
             if self.use_box:
-                x_box = (self.cnn_local.proj(batch["box_pooled"]) if "box_pooled" in batch
-                         else self.box_features(batch["image"], batch["box"]))
+                if "box_pooled" in batch:
+                    x_box = self.cnn_local.proj(batch["box_pooled"])
+                elif "box_crop" in batch:  # cut once by the dataset (refexp.training.scrc.PrecutCrops)
+                    x_box = self.cnn_local(batch["box_crop"])
+                else:
+                    x_box = self.box_features(batch["image"], batch["box"])
             logits = logits + self._local_logits(h_lang, x_box, batch["spatial"])
         if self.use_context:
-            x_context = (self.cnn_global.proj(batch["context_pooled"]) if "context_pooled" in batch
-                         else self.context_features(batch["image"]))
+            if "context_pooled" in batch:
+                x_context = self.cnn_global.proj(batch["context_pooled"])
+            elif "context_crop" in batch:
+                x_context = self.cnn_global(batch["context_crop"])
+            else:
+                x_context = self.context_features(batch["image"])
             logits = logits + self._global_logits(h_lang, x_context)
         return logits
 

@@ -142,7 +142,14 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
               f"- Proposals: `{any_eval.get('test/proposal_source', '?')}`, top {s.n_proposals} per image "
               "(EdgeBox files when the raw layout has them; otherwise each annotated box jittered 3x by up to "
               "±12% plus random boxes — a documented fallback, not EdgeBox)",
-              f"- Test queries: {any_eval.get('test/queries', '?')} over {any_eval.get('test/images', '?')} images", ""]
+              f"- Test queries: {any_eval.get('test/queries', '?')} over {any_eval.get('test/images', '?')} images; P@1 on all "
+              f"of them, R@1/R@10 over proposals on "
+              + (f"a seeded subset of {any_eval.get('test/proposal_queries', s.proposal_queries)} queries "
+                 "(scrc.proposal_queries: each query costs one LSTM_local recurrence per proposal)"
+                 if s.proposal_queries is not None else "all of them"),
+              "- Training cuts every I_box and I_im crop once before the first step (refexp.training.scrc.PrecutCrops: "
+              "nothing is augmented, so each epoch would cut the same crops; the whole-image crop is cut once per image)",
+              ""]
 
     # ---- Table 1 and 2 side by side
     rows1, rows2 = [], []

@@ -41,6 +41,7 @@ from refexp.data.torch_datasets import (
 )
 from refexp.metrics import boxes as box_metrics
 from refexp.models import build_model
+from refexp.models.layers import crop_and_resize
 from refexp.models.scrc import Scrc, transfer_from_captioner
 from refexp.paths import Paths
 from refexp.text.vocab import Vocab
@@ -91,6 +92,45 @@ def _image_store(cfg: Config, paths: Paths, frames: list[pd.DataFrame]) -> Image
         raise ValueError("the table has no image paths; only the image-free variant (use_box: false, "
                          "use_context: false) can train without images")
     return ImageStore(image_paths.tolist(), paths.root, cfg.scrc.image_size)
+
+
+class PrecutCrops(torch.utils.data.Dataset):
+    """A BoxExpressionDataset / CaptionDataset whose crops are cut once, up front.
+
+    Nothing is augmented, so every epoch would cut exactly the same I_box and I_im crops; cutting
+    them per step (uint8 -> float of the whole 128x128 image, then roi_align, twice per tuple) cost
+    about a third of a training step. Items carry box_crop (use_box) and context_crop (use_context)
+    (3, c, c) in [0, 1], produced by the model's own `crop_and_resize`, instead of image + box; the
+    whole-image crop is cut once per image, not once per tuple."""
+
+    def __init__(self, base, crop_size: int, use_box: bool, use_context: bool, chunk: int = 256):
+        self.base = base
+        images = base.images
+        pixels = images.images.float() / 255.0  # (N_images, 3, S, S), converted once
+        self.image_index = base.image_index
+        self.context = None
+        if use_context:
+            full = torch.tensor([[0.0, 0.0, float(images.size), float(images.size)]])
+            self.context = torch.cat([
+                crop_and_resize(pixels[i:i + chunk], full.expand(len(pixels[i:i + chunk]), 4), crop_size)
+                for i in range(0, len(images), chunk)])  # (N_images, 3, c, c)
+        self.box = None
+        if use_box:
+            self.box = torch.cat([
+                crop_and_resize(pixels, base.boxes[i:i + chunk], crop_size, self.image_index[i:i + chunk])
+                for i in range(0, len(base), chunk)])  # (N_tuples, 3, c, c)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"spatial": self.base.spatial[i] if hasattr(self.base, "spatial") else self.base.full_spatial,
+                "tokens": self.base.tokens[i]}
+        if self.box is not None:
+            item["box_crop"] = self.box[i]
+        if self.context is not None:
+            item["context_crop"] = self.context[self.image_index[i]]
+        return item
 
 
 # ---------------------------------------------------------------- models
@@ -161,6 +201,8 @@ def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
     features = feature_cache(cfg, paths, s.caption_dataset)
     images = _image_store(cfg, paths, [train]) if features is None else None
     data = CaptionDataset(train, vocab, images, s.max_tokens, features=features)
+    if images is not None:
+        data = PrecutCrops(data, s.crop_size, use_box=False, use_context=True)
     model = build_scrc(cfg, len(vocab), None)
     out_dir = paths.model_dir(MODEL, PRETRAINED)
     metrics = fit(model, data, scrc_loss, cfg.training.merged(s.pretrain_training), out_dir, seed=cfg.run.seed,
@@ -182,8 +224,8 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     needs_images = variant.use_box or variant.use_context
     features = feature_cache(cfg, paths, dataset) if needs_images else None
-    images = _image_store(cfg, paths, [train]) if needs_images and features is None else None
-    data = BoxExpressionDataset(train, vocab, images, s.max_tokens, features=features)
+    images = (_image_store(cfg, paths, [train]) if variant.fine_tune and needs_images and features is None
+              else None)
     model = build_scrc(cfg, len(vocab), variant)
     if variant.transfer:
         captioner = load_model(build_scrc(cfg, len(vocab), None), paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE)
@@ -191,6 +233,9 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     out_dir = paths.model_dir(MODEL, variant_name)
     metrics: dict = {"train/tuples": len(train), "train/images": int(train["image_id"].nunique()), "vocab_size": len(vocab)}
     if variant.fine_tune:
+        data = BoxExpressionDataset(train, vocab, images, s.max_tokens, features=features)
+        if images is not None:
+            data = PrecutCrops(data, s.crop_size, use_box=variant.use_box, use_context=variant.use_context)
         tcfg = cfg.training.merged(s.training).merged(variant.training)
         metrics.update(fit(model, data, scrc_loss, tcfg, out_dir, seed=cfg.run.seed, collate_fn=collate_sequences,
                            deterministic=cfg.run.deterministic, progress=progress,
@@ -230,6 +275,11 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     features = feature_cache(cfg, paths, dataset) if needs_images else None
     images = _image_store(cfg, paths, [test]) if needs_images and features is None else None
     proposals, proposal_source = proposals_for_images(paths.raw(dataset), test, s.n_proposals, cfg.run.seed)
+    # R@K: every query, or a seeded subset of scrc.proposal_queries queries (each costs K pair recurrences).
+    with_proposals = np.ones(len(test), dtype=bool)
+    if s.proposal_queries is not None and s.proposal_queries < len(test):
+        with_proposals[:] = False
+        with_proposals[np.random.default_rng(cfg.run.seed).choice(len(test), s.proposal_queries, replace=False)] = True
     rows = []
     started = time.perf_counter()
     for image_id, group in test.groupby("image_id", sort=True):
@@ -241,8 +291,10 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
         annotated = regions[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
         props = proposals.get(str(image_id), np.zeros((0, 4)))
         scored = {}
+        scored_proposals = with_proposals[group.index.to_numpy()]
         for name, cands in (("annotated", annotated), ("proposals", props)):
-            if len(cands) == 0:
+            q = np.arange(len(group)) if name == "annotated" else np.flatnonzero(scored_proposals)
+            if len(cands) == 0 or len(q) == 0:
                 scored[name] = (np.zeros((len(group), 0)), None)
                 continue
             cont = cands.astype(np.float32).copy()
@@ -255,8 +307,10 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
                 path = str(group["image_path"].iloc[0])
                 pooled = {"box_pooled": torch.from_numpy(features.lookup(path, cands)),
                           "context_pooled": torch.from_numpy(features.whole_image(path, int(width), int(height)))[None]}
-            ll, lengths = model.score(image, store, spatial, inputs, targets, **pooled)
-            scored[name] = (ll.numpy(), lengths.numpy())
+            ll, lengths = model.score(image, store, spatial, inputs[q], targets[q], **pooled)
+            full_ll = np.zeros((len(group), n), dtype=np.float32)
+            full_ll[q] = ll.numpy()
+            scored[name] = (full_ll, lengths.numpy())
         for qi, row in enumerate(group.itertuples(index=False)):
             ann_ll, ann_len = scored["annotated"]
             prop_ll, _ = scored["proposals"]
@@ -266,12 +320,14 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
                 "gt": [row.x1, row.y1, row.x2, row.y2],
                 "annotated": annotated.tolist(), "annotated_ll": ann_ll[qi].tolist(),
                 "annotated_ll_norm": (ann_ll[qi] / ann_len[qi]).tolist() if ann_len is not None else [],
-                "proposals_ll": prop_ll[qi].tolist(), "n_tokens": int(ann_len[qi]) if ann_len is not None else 0,
+                "proposals_ll": prop_ll[qi].tolist() if scored_proposals[qi] else [],
+                "proposals_scored": bool(scored_proposals[qi]), "n_tokens": int(ann_len[qi]) if ann_len is not None else 0,
             })
     elapsed = time.perf_counter() - started
     pred = pd.DataFrame(rows)
     metrics = ranking_metrics(pred, proposals)
     metrics.update({"test/queries": len(pred), "test/images": int(test["image_id"].nunique()),
+                    "test/proposal_queries": int(with_proposals.sum()),
                     "test/proposal_source": proposal_source, "eval/ms_per_query": 1000 * elapsed / max(1, len(pred))})
     return metrics, pred
 
@@ -289,6 +345,10 @@ def ranking_metrics(pred: pd.DataFrame, proposals: dict[str, np.ndarray], prefix
         out[f"{prefix}/p_at_1_length_normalised{suffix}"] = box_metrics.p_at_1(
             [np.array(x) for x in part["annotated_ll_norm"]], ann, gt).value
         out[f"{prefix}/chance_p_at_1{suffix}"] = box_metrics.chance_at_1(ann, gt)
+        if "proposals_scored" in part:  # R@K over the queries scored against proposals
+            part = part[part["proposals_scored"]]
+            gt = np.array(part["gt"].tolist(), dtype=np.float64).reshape(-1, 4)
+            props = [proposals.get(i, np.zeros((0, 4))) for i in part["image_id"]]
         prop_scores = [np.array(x) for x in part["proposals_ll"]]
         out[f"{prefix}/recall_at_1{suffix}"] = box_metrics.recall_at_k(prop_scores, props, gt, 1).value
         out[f"{prefix}/recall_at_10{suffix}"] = box_metrics.recall_at_k(prop_scores, props, gt, 10).value

@@ -201,3 +201,50 @@ def test_scrc_learns_a_toy_world_and_beats_chance(tmp_path):
         ll, _ = model.score(img[None], boxes, spatial, inputs, targets)
         hits += int(ll[0].argmax()) == target
     assert hits / len(test) > 0.8  # chance is 0.5
+
+
+def test_precut_crops_give_the_same_likelihood_as_cutting_in_the_model():
+    from types import SimpleNamespace
+
+    from refexp.training.scrc import PrecutCrops
+
+    g = torch.Generator().manual_seed(1)
+    store = torch.randint(0, 256, (3, 3, 48, 48), generator=g, dtype=torch.uint8)
+    base = SimpleNamespace(
+        images=SimpleNamespace(images=store, size=48),
+        image_index=torch.tensor([2, 0, 2, 1, 0]),
+        boxes=torch.tensor([[0.0, 0.0, 20.0, 30.0], [5.5, 7.0, 40.0, 41.0], [10.0, 2.0, 47.0, 20.0],
+                            [1.0, 1.0, 48.0, 48.0], [30.0, 30.0, 45.0, 46.0]]),
+        spatial=torch.rand(5, SPATIAL_DIM, generator=g) * 2 - 1,
+        tokens=[torch.randint(4, V, (1 + i % 3,), generator=g) for i in range(5)],
+    )
+    precut = PrecutCrops(_Sized(base, 5), 16, use_box=True, use_context=True, chunk=2)
+    raw = [{"image": store[base.image_index[i]], "box": base.boxes[i], "spatial": base.spatial[i],
+            "tokens": base.tokens[i]} for i in range(5)]
+    torch.manual_seed(0)
+    model = build_model("scrc", vocab_size=V, **SMALL).eval()
+    expected, _ = model.log_likelihood(collate_sequences(raw))
+    batch = collate_sequences([precut[i] for i in range(5)])
+    assert "image" not in batch and batch["box_crop"].shape == (5, 3, 16, 16)
+    got, _ = model.log_likelihood(batch)
+    torch.testing.assert_close(got, expected)
+
+
+class _Sized:
+    """A dataset stand-in with len(): the attributes PrecutCrops reads from a BoxExpressionDataset."""
+
+    def __init__(self, ns, n: int):
+        self.__dict__.update(vars(ns))
+        self.n = n
+        self.images = _Store(ns.images.images, ns.images.size)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Store:
+    def __init__(self, images, size):
+        self.images, self.size = images, size
+
+    def __len__(self) -> int:
+        return len(self.images)
