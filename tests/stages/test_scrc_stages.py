@@ -91,7 +91,6 @@ def test_train_scrc_refuses_a_corrupt_checkpoint(world, monkeypatch):
     from stages import train_scrc
 
     monkeypatch.chdir(world)
-    cfg = parse_config(tiny_params())
     ckpt = world / "models/scrc/scrc_corrupt/checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     ckpt.write_bytes(b"garbage")

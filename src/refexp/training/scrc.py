@@ -33,7 +33,6 @@ from refexp.data.torch_datasets import (
     CaptionDataset,
     ImageStore,
     collate_sequences,
-    continuous_boxes,
     encode_tokens,
     pad_sequences,
     spatial_features,

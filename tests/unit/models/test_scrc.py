@@ -188,7 +188,7 @@ def test_scrc_learns_a_toy_world_and_beats_chance(tmp_path):
     torch.manual_seed(0)
     model = Scrc(8, embed_dim=8, hidden=32, feature_dim=16, crop_size=16)
     cfg = TrainingConfig(steps=100, batch_size=32, lr=0.01, log_every=10, checkpoint_every=1000, cpu_threads=1)
-    m = fit(model, train, scrc_loss, cfg, tmp_path, seed=0, collate_fn=collate_sequences, progress=False,
+    fit(model, train, scrc_loss, cfg, tmp_path, seed=0, collate_fn=collate_sequences, progress=False,
             curve_path=tmp_path / "curve.csv")
     import csv
 
