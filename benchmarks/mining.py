@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from refexp.mining.reference import perturb
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REFEXP_SHARED_DATA", REPO.parent / "shared" / "data"))
 EDIT_WORDS = ["a", "the", "red", "man", "on", "blue", "dog", "of", "white", "left", "in", "small"]
@@ -53,14 +55,7 @@ def corpus(n: int, seed: int = 0) -> pd.DataFrame:
     for k in range(n):
         image, phrase = base[k % len(base)]
         if k >= len(base):
-            words = phrase.split()
-            op = rng.randrange(3)
-            if op == 0 and len(words) > 1:
-                del words[rng.randrange(len(words))]
-            elif op == 1:
-                words.insert(rng.randrange(len(words) + 1), rng.choice(EDIT_WORDS))
-            elif words:
-                words[rng.randrange(len(words))] = rng.choice(EDIT_WORDS)
+            words = perturb(phrase.split(), rng, EDIT_WORDS, EDIT_WORDS)
             phrase, image = " ".join(words), f"copy{k // 50}"
         rows.append((image, phrase))
     return pd.DataFrame(rows, columns=["image_id", "phrase"])
@@ -98,34 +93,10 @@ def bleu_in_fresh_process(n: int, n_blocks: int = 1, dask: bool = False) -> dict
 
 
 def brute_force(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.meteor.meteor import Meteor
+    from refexp.mining.reference import brute_force_pairs
 
-    from refexp.text.bleu import normalize
-
-    t0 = time.perf_counter()
-    norm = [normalize(p) for p in df["phrase"]]
-    img = df["image_id"].tolist()
-    pairs = [(i, j) for i in range(len(df)) for j in range(i + 1, len(df)) if img[i] != img[j]]
-    hyp = {k: [norm[i]] for k, (i, j) in enumerate(pairs)}
-    ref = {k: [norm[j]] for k, (i, j) in enumerate(pairs)}
-    _, ab = Bleu(2).compute_score(ref, hyp, verbose=0)
-    _, ba = Bleu(2).compute_score(hyp, ref, verbose=0)
-    ab, ba = np.asarray(ab[1]), np.asarray(ba[1])
-    ok = np.flatnonzero((ab > 0.7) & (ba > 0.7))
-    bleu_s = time.perf_counter() - t0
-    out = pd.DataFrame({"a": [pairs[k][0] for k in ok], "b": [pairs[k][1] for k in ok], "bleu_ab": ab[ok],
-                        "bleu_ba": ba[ok]})
-    t1 = time.perf_counter()
-    meteor = Meteor()
-    keys = range(len(out))
-    _, m_ab = meteor.compute_score({k: [norm[out.b[k]]] for k in keys}, {k: [norm[out.a[k]]] for k in keys})
-    _, m_ba = meteor.compute_score({k: [norm[out.a[k]]] for k in keys}, {k: [norm[out.b[k]]] for k in keys})
-    del meteor
-    out["meteor_ab"], out["meteor_ba"] = m_ab, m_ba
-    out["kept"] = (out.meteor_ab > 0.6) & (out.meteor_ba > 0.6)
-    return out, {"pairs": len(pairs), "bleu_seconds": bleu_s, "meteor_seconds": time.perf_counter() - t1,
-                 "meteor_pairs": 2 * len(out)}
+    timings: dict = {}
+    return brute_force_pairs(df, timings=timings), timings
 
 
 def meteor_throughput(n: int) -> dict:

@@ -7,21 +7,9 @@ import random
 import pandas as pd
 import pytest
 
+from refexp.mining.reference import perturb
 from refexp.text.meteor import MeteorPool
 from tests.conftest import require_shared
-
-
-def perturb(words: list[str], rng: random.Random) -> list[str]:
-    """Drop, insert or replace one word (pushes pairs into the 0.7 threshold zone)."""
-    words = list(words)
-    op = rng.randrange(3)
-    if op == 0 and len(words) > 1:
-        del words[rng.randrange(len(words))]
-    elif op == 1:
-        words.insert(rng.randrange(len(words) + 1), rng.choice(["a", "the", "red", "man", "on"]))
-    elif words:
-        words[rng.randrange(len(words))] = rng.choice(["a", "the", "blue", "dog", "of"])
-    return words
 
 
 def real_corpus(n_vg: int, n_referit: int, n_perturbed: int, seed: int) -> pd.DataFrame:

@@ -4,36 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.meteor.meteor import Meteor
 
 from refexp.mining import PAIR_COLUMNS, mine_pairs
+from refexp.mining.reference import brute_force_pairs as brute_force
 from refexp.text.bleu import normalize
 from tests.unit.mining.conftest import real_corpus
-
-
-def brute_force(df: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of rows of different images through pycocoevalcap, no shortcuts."""
-    norm = [normalize(p) for p in df["phrase"]]
-    img = df["image_id"].tolist()
-    pairs = [(i, j) for i in range(len(df)) for j in range(i + 1, len(df)) if img[i] != img[j]]
-    hyp = {k: [norm[i]] for k, (i, j) in enumerate(pairs)}
-    ref = {k: [norm[j]] for k, (i, j) in enumerate(pairs)}
-    _, ab = Bleu(2).compute_score(ref, hyp, verbose=0)
-    _, ba = Bleu(2).compute_score(hyp, ref, verbose=0)
-    ab, ba = np.asarray(ab[1]), np.asarray(ba[1])
-    ok = np.flatnonzero((ab > 0.7) & (ba > 0.7))
-    out = pd.DataFrame({"a": [pairs[k][0] for k in ok], "b": [pairs[k][1] for k in ok],
-                        "bleu_ab": ab[ok], "bleu_ba": ba[ok]})
-    if len(out):
-        meteor = Meteor()
-        keys = range(len(out))
-        _, m_ab = meteor.compute_score({k: [norm[out.b[k]]] for k in keys}, {k: [norm[out.a[k]]] for k in keys})
-        _, m_ba = meteor.compute_score({k: [norm[out.a[k]]] for k in keys}, {k: [norm[out.b[k]]] for k in keys})
-        del meteor
-        out["meteor_ab"], out["meteor_ba"] = m_ab, m_ba
-        out["kept"] = (out.meteor_ab > 0.6) & (out.meteor_ba > 0.6)
-    return out
 
 
 def assert_same(got: pd.DataFrame, expected: pd.DataFrame) -> None:

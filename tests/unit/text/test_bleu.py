@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 
+from refexp.mining.reference import perturb
 from refexp.text.bleu import (
-    bleu2_arrays, bleu2_from_counts, mining_tokens, normalize, overlap_counts, passes,
-    required_bigram_overlap, sentence_bleu2,
+    bleu2_arrays,
+    bleu2_from_counts,
+    mining_tokens,
+    normalize,
+    overlap_counts,
+    passes,
+    required_bigram_overlap,
+    sentence_bleu2,
 )
 from tests.conftest import require_shared
 
@@ -21,18 +28,6 @@ def _real_phrases() -> list[str]:
     phrases = [r["phrase"] for im in vg for r in im["regions"]]
     phrases += [p for descs in referit.values() for p in descs]
     return phrases
-
-
-def _perturb(words: list[str], rng: random.Random) -> list[str]:
-    words = list(words)
-    op = rng.randrange(3)
-    if op == 0 and len(words) > 1:
-        del words[rng.randrange(len(words))]
-    elif op == 1:
-        words.insert(rng.randrange(len(words) + 1), rng.choice(["a", "the", "red", "man", "on"]))
-    elif words:
-        words[rng.randrange(len(words))] = rng.choice(["a", "the", "blue", "dog", "of"])
-    return words
 
 
 def pycoco_bleu2(hyps: list[str], refs: list[str]) -> np.ndarray:
@@ -68,7 +63,7 @@ def test_bleu2_equals_pycocoevalcap_on_thousands_of_real_pairs():
         refs.append(rng.choice(phrases))
     for _ in range(3000):  # near pairs, scores around the 0.7 threshold
         p = rng.choice(phrases)
-        q = " ".join(_perturb(p.split(), rng))
+        q = " ".join(perturb(p.split(), rng))
         hyps.append(p)
         refs.append(q)
         hyps.append(q)
@@ -92,7 +87,7 @@ def test_required_overlap_bounds_every_passing_real_pair():
     n_pass = 0
     for _ in range(4000):
         p = rng.choice(phrases)
-        q = " ".join(_perturb(p.split(), rng))
+        q = " ".join(perturb(p.split(), rng))
         la, lb = len(p.split()), len(q.split())
         if max(la, lb) > 80:
             continue
