@@ -10,11 +10,13 @@ from refexp.config import Config
 
 
 def git_revision(root: str | Path = ".") -> str:
-    """HEAD's commit, with '+dirty' when tracked files differ from it; 'unknown' outside git."""
+    """HEAD's commit, with '+dirty' when tracked sources or params differ from it; 'unknown' outside git."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # Generated outputs (reports/, dvc.lock) do not make the code dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports", ":(exclude)dvc.lock"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
