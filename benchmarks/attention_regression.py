@@ -14,28 +14,22 @@ replaces the `## Training: attention regression` section of reports/benchmarks.m
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks._report import timed, write_section
 from refexp.config import load_config
 from refexp.models.attention_regression import AttentionRegression, regression_loss
 from refexp.models.backbones import build_backbone
+from refexp.reporting.provenance import git_revision
 
 SECTION = "## Training: attention regression"
 
 
-def _timed(fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - start) / steps
+
 
 
 def main() -> None:
@@ -56,7 +50,7 @@ def main() -> None:
 
     backbone = build_backbone(section.backbone, False)
     backbone.train()
-    raw = _timed(lambda: backbone(images).sum().backward(), steps)
+    raw = timed(lambda: backbone(images).sum().backward(), steps)
 
     def train_step(model, opt, **inputs):
         def step():
@@ -69,7 +63,7 @@ def main() -> None:
 
     e2e = AttentionRegression(mcfg, 60, image_size=size, backbone=build_backbone(section.backbone, False),
                               feature_channels=backbone.channels, freeze_backbone=False)
-    e2e_step = _timed(train_step(e2e, torch.optim.Adam(e2e.parameters(), training.lr), images=images), steps)
+    e2e_step = timed(train_step(e2e, torch.optim.Adam(e2e.parameters(), training.lr), images=images), steps)
 
     frozen = AttentionRegression(mcfg, 60, image_size=size, backbone=build_backbone(section.backbone, False),
                                  feature_channels=backbone.channels, freeze_backbone=True)
@@ -77,14 +71,14 @@ def main() -> None:
     features = frozen.image_features(images)
     feature_s = (time.perf_counter() - feature_start) / bsz
     frozen_params = [p for p in frozen.parameters() if p.requires_grad]
-    cached_step = _timed(train_step(frozen, torch.optim.Adam(frozen_params, training.lr), images=None,
+    cached_step = timed(train_step(frozen, torch.optim.Adam(frozen_params, training.lr), images=None,
                                     features=features), steps)
     frozen.eval()
     with torch.no_grad():
-        eval_cached = _timed(lambda: frozen(None, tokens, lengths, features), steps)
-        eval_pixels = _timed(lambda: frozen(images, tokens, lengths), steps)
+        eval_cached = timed(lambda: frozen(None, tokens, lengths, features), steps)
+        eval_pixels = timed(lambda: frozen(images, tokens, lengths), steps)
 
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rev = git_revision()[:7]
     load = os.getloadavg()[0]
     lines = [
         SECTION, "",
@@ -108,11 +102,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    report = Path(cfg.paths.reports) / "benchmarks.md"
-    old = report.read_text() if report.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    report.write_text(new)
+    write_section(SECTION, text, Path(cfg.paths.reports) / "benchmarks.md")
 
 
 if __name__ == "__main__":

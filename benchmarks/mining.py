@@ -24,7 +24,6 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._report import write_section
 from refexp.mining.reference import perturb
+from refexp.reporting.provenance import git_revision
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REFEXP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -117,24 +118,6 @@ def meteor_throughput(n: int) -> dict:
     return {"directed_pairs": len(hyps), "seconds": seconds, "startup_seconds": startup}
 
 
-def _git_revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def write_section(text: str) -> None:
-    path = REPO / "reports" / "benchmarks.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find("\n## Mining\n")
-    if start >= 0:
-        end = old.find("\n## ", start + 1)
-        old = old[:start] + (old[end:] if end >= 0 else "\n")
-    path.write_text(old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
-
-
 def main(base: int = 62_500, brute_n: int = 1500) -> None:
     from refexp.mining import mine_pairs
 
@@ -165,7 +148,7 @@ def main(base: int = 62_500, brute_n: int = 1500) -> None:
     lines = [
         "## Mining",
         "",
-        f"`python -m benchmarks.mining {base} {brute_n}` — run {started}, git {_git_revision()}, "
+        f"`python -m benchmarks.mining {base} {brute_n}` — run {started}, git {git_revision(REPO)[:7]}, "
         f"{os.cpu_count()} cores shared with other jobs (load average {load[0]:.1f} at start). Rule: BLEU-2 > 0.7 "
         "both directions, then METEOR > 0.6 both directions (params `build_region_benchmark`). Corpus: the real "
         "VG-sample and ReferIt phrases (~127K) repeated and perturbed (one word dropped/inserted/replaced), "
@@ -200,7 +183,7 @@ def main(base: int = 62_500, brute_n: int = 1500) -> None:
         f"- Brute force extrapolated to {n_max:,} phrases at that rate: ~{brute_1m_h:,.0f} h of BLEU alone "
         f"vs {r16['seconds']:.0f} s here.",
     ]
-    write_section("\n".join(lines))
+    write_section("## Mining", "\n".join(lines))
     print("\n".join(lines))
     if not exact:
         sys.exit("mine_pairs differs from brute-force pycocoevalcap")

@@ -18,8 +18,6 @@ markdown and replaces the `## Training: SCRC` section of reports/benchmarks.md.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +27,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks._report import timed, write_section
 from refexp.config import load_config
-from refexp.data.torch_datasets import BoxExpressionDataset, ImageStore, collate_sequences, pad_sequences
+from refexp.data.torch_datasets import (
+    BoxExpressionDataset,
+    ImageStore,
+    collate_sequences,
+    pad_sequences,
+)
 from refexp.models.scrc import Scrc
+from refexp.reporting.provenance import git_revision
 from refexp.text.vocab import Vocab
 from refexp.training.engine import fit
 from refexp.training.scrc import PrecutCrops, scrc_loss
@@ -41,13 +46,7 @@ VOCAB = 60
 TOKENS = 6  # a typical synthetic expression length
 
 
-def _timed(fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - start) / steps
+
 
 
 class _MemoryStore(ImageStore):
@@ -87,7 +86,7 @@ def measure(cfg, threads: int, steps: int) -> dict:
     def backbone_step():
         backbone(crops).mean().backward()
 
-    out["backbone_raw"] = b / _timed(backbone_step, steps)
+    out["backbone_raw"] = b / timed(backbone_step, steps)
 
     vocab = Vocab(("<pad>", "<bos>", "<eos>", "<unk>") + tuple(f"w{i}" for i in range(VOCAB - 4)))
     store = _MemoryStore(200, s.image_size, 0)
@@ -105,7 +104,7 @@ def measure(cfg, threads: int, steps: int) -> dict:
             loss.backward()
             opt.step()
 
-        out[key] = b / _timed(model_step, steps)
+        out[key] = b / timed(model_step, steps)
 
     engine_cfg = t.merged({"steps": steps + 2, "checkpoint_every": max(1, steps // 2), "log_every": 5,
                            "cpu_threads": threads, "num_workers": 0})
@@ -126,22 +125,15 @@ def measure(cfg, threads: int, steps: int) -> dict:
         xy = torch.rand(k, 2, generator=g) * s.image_size / 2
         boxes = torch.cat([xy, xy + 8 + torch.rand(k, 2, generator=g) * s.image_size / 2], 1)
         spatial = torch.rand(k, 8, generator=g) * 2 - 1
-        out[key] = 1000 * _timed(lambda: model.score(image, boxes, spatial, inputs, targets), max(2, steps // 4)) / 20
+        out[key] = 1000 * timed(lambda: model.score(image, boxes, spatial, inputs, targets), max(2, steps // 4)) / 20
     return out
-
-
-def _git_revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def markdown(cfg, results: list[dict], steps: int) -> str:
     s = cfg.scrc
     lines = [SECTION, "",
              f"`python -m benchmarks.training {steps} {','.join(str(r['threads']) for r in results)}` — run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"git {_git_revision()}, 2 cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end). "
+             f"git {git_revision()[:7]}, 2 cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end). "
              f"SCRC full at the embedded default: backbone `{s.backbone}`, crops {s.crop_size}x{s.crop_size}, "
              f"LSTMs {s.hidden}-d, batch {results[0]['batch']}, {TOKENS}-word expressions; random inputs of the real shapes.", "",
              "| threads | backbone raw fwd+bwd (samples/s, 2 crops each) | SCRC raw step, crops cut in the model "
@@ -174,13 +166,6 @@ def markdown(cfg, results: list[dict], steps: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = Path("reports/benchmarks.md")) -> None:
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", current) if pattern.search(current) else current.rstrip() + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     cfg = load_config()
@@ -188,7 +173,7 @@ def main() -> None:
     results = [measure(cfg, n, steps) for n in threads]
     text = markdown(cfg, results, steps)
     print(text)
-    write_section(text)
+    write_section(SECTION, text)
 
 
 if __name__ == "__main__":
