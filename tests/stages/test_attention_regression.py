@@ -95,6 +95,22 @@ def test_train_then_evaluate_each_variant(tiny_world, variant):
                             table[["x1", "y1", "x2", "y2"]].to_numpy().astype(float)).numpy()
     assert np.allclose(recomputed, table["iou"])
     assert metrics["test/accuracy"] == pytest.approx(float((table["iou"] >= 0.5).mean()))
+    # Per target size, the accuracies recombine to the overall one.
+    from refexp.metrics.attention import cells_in_box, target_size_groups
+    sizes = target_size_groups(table)
+    for size in set(sizes):
+        assert metrics[f"test/accuracy/{size}_target"] == pytest.approx(float((table["iou"][sizes == size] >= 0.5).mean()))
+    if "image_attention" in table.columns:
+        # The localisation metrics are the means of the stored per-query values, recomputed here.
+        attention = np.stack(table["image_attention"].to_numpy())
+        grid = int(round(attention.shape[1] ** 0.5))
+        inside = cells_in_box(grid, table[["x1", "y1", "x2", "y2"]].to_numpy(), table["image_width"], table["image_height"])
+        peak = inside[np.arange(16), attention.argmax(1)] & (attention.sum(1) > 0)
+        assert table["attention_peak_in_box"].tolist() == peak.tolist()
+        assert metrics["test/attention_peak_in_box"] == pytest.approx(float(peak.mean()))
+        assert metrics["test/attention_mass_in_box"] == pytest.approx(float(table["attention_mass_in_box"].mean()))
+    else:
+        assert "test/attention_peak_in_box" not in metrics
 
 
 def test_kill_and_resume_reaches_the_same_metrics(tiny_world):

@@ -284,6 +284,10 @@ def regression_loss(out: RegressionOutput, target: torch.Tensor, target_cells: t
         penalty = 0.5 * (target_cells - out.image_attention.sum(1)) ** 2  # (B,)
         loss = loss + lambda_penalty * penalty
     loss = loss.mean()
-    return loss, {"loss/iou": float(iou_loss.detach().mean()),
-                  "loss/squared_error": float(squared_error.detach().mean()),
-                  "loss/attention_area": float(penalty.detach().mean())}
+    extras = {"loss/iou": float(iou_loss.detach().mean()),
+              "loss/squared_error": float(squared_error.detach().mean()),
+              "loss/attention_area": float(penalty.detach().mean())}
+    if out.image_attention is not None:
+        # A ReLU cell at 0 gets no gradient: a map that dies during training stays dead, so the curve tracks it.
+        extras["attention/alive_cells"] = float((out.image_attention.detach() > 0).float().mean())
+    return loss, extras

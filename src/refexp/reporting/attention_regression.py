@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import AttentionRegressionModelConfig, Config  # noqa: E402
+from refexp.metrics.attention import LARGE_TARGET_SHARE, target_size_groups  # noqa: E402
 from refexp.metrics.chance import chance_p_at_1, constant_box_accuracy  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import report_header  # noqa: E402
@@ -110,13 +111,18 @@ def curves_figure(curves: dict[str, Path], out: Path) -> bool:
     present = {k: pd.read_csv(p) for k, p in curves.items() if p.exists()}
     if not present:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for name, c in present.items():
-        axes[0].plot(c["step"], c["loss"], label=name)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for i, (name, c) in enumerate(present.items()):
+        style = {"label": name, "color": f"C{i}"}  # one colour per variant in every panel
+        axes[0].plot(c["step"], c["loss"], **style)
         if "loss/iou" in c:
-            axes[1].plot(c["step"], 1 - c["loss/iou"], label=name)
+            axes[1].plot(c["step"], 1 - c["loss/iou"], **style)
+        if "attention/alive_cells" in c:
+            axes[2].plot(c["step"], c["attention/alive_cells"], **style)
     axes[0].set(xlabel="step", ylabel="training loss L", title="loss")
     axes[1].set(xlabel="step", ylabel="mean training IoU", title="training IoU (1 - L_IoU)")
+    axes[2].set(xlabel="step", ylabel="share of cells > 0", ylim=(0, 1.02),
+                title="image attention cells alive (ReLU > 0)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -127,6 +133,29 @@ def curves_figure(curves: dict[str, Path], out: Path) -> bool:
 
 def _pct(v: float | None) -> str:
     return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
+
+
+def _localisation_section(evals: dict[str, dict]) -> list[str]:
+    """Where the image attention looks (the paper's first-ranked error cause), per attention variant."""
+    located = {v: m for v, m in evals.items() if "test/attention_peak_in_box" in m}
+    if not located:
+        return []
+    lines = ["## Where the image attention looks", "",
+             "Peak in box: the attention map's largest cell has its centre inside the ground-truth box. "
+             "Mass in box: the share of the map's total inside it. Dead maps: all cells zero (ReLU).", "",
+             "| variant | peak in box % | small targets % | large targets % | mass in box % | small targets % | "
+             "dead maps | accuracy, small targets % |", "|---|---|---|---|---|---|---|---|"]
+    for v, m in located.items():
+        lines.append(f"| `{v}` | {_pct(m.get('test/attention_peak_in_box'))} | "
+                     f"{_pct(m.get('test/attention_peak_in_box/small_target'))} | "
+                     f"{_pct(m.get('test/attention_peak_in_box/large_target'))} | "
+                     f"{_pct(m.get('test/attention_mass_in_box'))} | "
+                     f"{_pct(m.get('test/attention_mass_in_box/small_target'))} | "
+                     f"{m.get('test/attention_dead_maps', '—')} | {_pct(m.get('test/accuracy/small_target'))} |")
+    lines += ["", "Accuracy on small targets can only be high when the attention finds them: where the peak "
+              "misses the box, the region MLP has no image evidence of where the target is and falls back "
+              "on the words' prior.", ""]
+    return lines
 
 
 def build_report(cfg: Config, paths: Paths) -> dict:
@@ -165,16 +194,21 @@ def build_report(cfg: Config, paths: Paths) -> dict:
     lines += ["", "\"Layers\" are read as tanh hidden layers (the text attention's 1 layer has a 500-d hidden state).",
               "The paper gives no LSTM size; ours is in the params.", "",
               "## Results (test accuracy, IoU >= 0.5, inclusive pixels)", "",
-              "| variant | paper row | paper % | ours % | " + " | ".join(f"ours {k} %" for k in kinds) + " |",
-              "|---|---|---|---|" + "---|" * len(kinds)]
+              "| variant | paper row | paper % | ours % | " + " | ".join(f"ours {k} %" for k in kinds)
+              + " | ours small targets % | ours large targets % |",
+              "|---|---|---|---|" + "---|" * (len(kinds) + 2)]
     for v in variants:
         label, paper = PAPER_TABLE3.get(v, ("text only (no image; not in the paper)" if v == "text_only" else "—", None))
         m = evals[v]
         lines.append(f"| `{v}` | {label} | {paper if paper is not None else '—'} | {_pct(m.get('test/accuracy'))} | "
-                     + " | ".join(_pct(m.get(f'test/accuracy/{k}')) for k in kinds) + " |")
+                     + " | ".join(_pct(m.get(f'test/accuracy/{k}')) for k in kinds)
+                     + f" | {_pct(m.get('test/accuracy/small_target'))} | {_pct(m.get('test/accuracy/large_target'))} |")
     lines.append(f"| chance | uniform pick among the image's annotated boxes (exact) | — | {_pct(chance)} | "
-                 + " | ".join(_pct(chance_kind[k]) for k in kinds) + " |")
-    lines.append(f"| constant box | mean training box, normalised | — | {_pct(constant)} | " + " |" * len(kinds))
+                 + " | ".join(_pct(chance_kind[k]) for k in kinds) + " | | |")
+    lines.append(f"| constant box | mean training box, normalised | — | {_pct(constant)} | " + " |" * (len(kinds) + 2))
+    small_share = float((target_size_groups(test) == "small").mean())
+    lines += ["", f"Small targets are boxes under {100 * LARGE_TARGET_SHARE:.0f}% of the image "
+              f"({100 * small_share:.1f}% of the test queries here)."]
     order = []
     for a, b in PAPER_ORDER:
         if a in evals and b in evals and evals[a] and evals[b]:
@@ -189,7 +223,9 @@ def build_report(cfg: Config, paths: Paths) -> dict:
         lines += [f"What the image adds: `attention_full` - `text_only` = {100 * (full_acc - text_acc):+.2f} points. "
                   "A small gain means the model mostly regresses the box from the words (a text prior); the "
                   "attention maps below show where it looks."]
-    lines += ["", "Paper's order of the ablations on our data: " + "; ".join(order) + ".", "",
+    lines += ["", "Paper's order of the ablations on our data: " + "; ".join(order) + ".", ""]
+    lines += _localisation_section(evals)
+    lines += ["",
               "The paper's word-embedding comparison (Table 4): " +
               ", ".join(f"{k} {v}%" for k, v in PAPER_TABLE4.items()) +
               f". Ours use `{section.model.embeddings}`" +

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from refexp.config import AttentionRegressionConfig, AttentionRegressionModelConfig
 from refexp.data.skips import DataError
+from refexp.metrics.attention import attention_localisation, cells_in_box, target_size_groups
 from refexp.metrics.boxes import paired_iou
 from refexp.metrics.chance import BOX_COLUMNS, denormalise, mean_normalised_box, normalised_boxes
 from refexp.models.attention_regression import AttentionRegression, regression_loss
@@ -170,7 +171,8 @@ def predict(model: AttentionRegression, examples: RegressionExamples, df: pd.Dat
 
 
 def accuracy_metrics(pred_boxes: np.ndarray, df: pd.DataFrame, prefix: str = "test") -> dict:
-    """`<prefix>/accuracy` (IoU >= 0.5, inclusive), mean IoU, and accuracy per expression kind."""
+    """`<prefix>/accuracy` (IoU >= 0.5, inclusive), mean IoU, and accuracy per expression kind and per
+    target size (`<prefix>/accuracy/small_target`, `.../large_target`: box under / at least 10% of the image)."""
     iou = paired_iou(pred_boxes, df[BOX_COLUMNS].to_numpy(np.float64).copy()).numpy()
     correct = iou >= 0.5
     metrics = {f"{prefix}/accuracy": float(correct.mean()), f"{prefix}/mean_iou": float(iou.mean()),
@@ -179,7 +181,29 @@ def accuracy_metrics(pred_boxes: np.ndarray, df: pd.DataFrame, prefix: str = "te
     for kind in sorted(k for k in kinds.dropna().unique()):
         mask = (kinds == kind).to_numpy()
         metrics[f"{prefix}/accuracy/{kind}"] = float(correct[mask].mean())
+    sizes = target_size_groups(df).to_numpy()
+    for size in ("small", "large"):
+        if (sizes == size).any():
+            metrics[f"{prefix}/accuracy/{size}_target"] = float(correct[sizes == size].mean())
     return metrics
+
+
+def localisation_metrics(image_attention: np.ndarray, df: pd.DataFrame, grid: int, prefix: str = "test"
+                         ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """How often the image attention's peak cell lies in the ground-truth box, and the share of its
+    mass there; overall and per target size. Returns the metrics and the per-query arrays."""
+    inside = cells_in_box(grid, df[BOX_COLUMNS].to_numpy(np.float64), df["image_width"].to_numpy(),
+                          df["image_height"].to_numpy())
+    peak, mass = attention_localisation(image_attention, inside)
+    metrics = {f"{prefix}/attention_peak_in_box": float(peak.mean()),
+               f"{prefix}/attention_mass_in_box": float(mass.mean()),
+               f"{prefix}/attention_dead_maps": int((np.asarray(image_attention).sum(1) <= 0).sum())}
+    sizes = target_size_groups(df).to_numpy()
+    for size in ("small", "large"):
+        if (sizes == size).any():
+            metrics[f"{prefix}/attention_peak_in_box/{size}_target"] = float(peak[sizes == size].mean())
+            metrics[f"{prefix}/attention_mass_in_box/{size}_target"] = float(mass[sizes == size].mean())
+    return metrics, peak, mass
 
 
 # ---------------------------------------------------------------- stage wiring
@@ -258,12 +282,16 @@ def evaluate_variant(section: AttentionRegressionConfig, variant: str, paths, *,
     metrics = accuracy_metrics(pred.boxes, test)
     metrics["test/ms_per_query"] = pred.ms_per_query
     metrics["test/empty_expressions"] = examples.empty_expressions
-    table = test[["image_id", "image_path", "region_id", "expression", "kind", *BOX_COLUMNS]].copy()
+    table = test[["image_id", "image_path", "image_width", "image_height", "region_id", "expression", "kind",
+                  *BOX_COLUMNS]].copy()
     table[["pred_x1", "pred_y1", "pred_x2", "pred_y2"]] = pred.boxes
     table["iou"] = paired_iou(pred.boxes, test[BOX_COLUMNS].to_numpy(np.float64).copy()).numpy()
     table["tokens"] = test["tokens"]
     if pred.image_attention is not None:
         table["image_attention"] = list(pred.image_attention.astype(np.float32))
+        located, table["attention_peak_in_box"], table["attention_mass_in_box"] = localisation_metrics(
+            pred.image_attention, test, model.grid)
+        metrics.update(located)
     if pred.text_attention is not None:
         table["text_attention"] = list(pred.text_attention.astype(np.float32))
     return metrics, table

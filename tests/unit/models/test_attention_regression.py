@@ -62,7 +62,8 @@ def test_forward_backward_every_variant(variant):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
-    assert set(extras) == {"loss/iou", "loss/squared_error", "loss/attention_area"}
+    assert set(extras) == {"loss/iou", "loss/squared_error", "loss/attention_area"} | (
+        {"attention/alive_cells"} if has_ia else set())
 
 
 def test_coord_channels_and_attention_geometry():
@@ -116,6 +117,7 @@ def test_loss_terms_hand_computed():
     assert extras["loss/iou"] == pytest.approx(iou_loss, abs=1e-6)
     assert extras["loss/squared_error"] == pytest.approx(squared_error)
     assert extras["loss/attention_area"] == pytest.approx(penalty)
+    assert extras["attention/alive_cells"] == pytest.approx(3 / 4)  # one of four cells is at 0
     assert float(loss.detach()) == pytest.approx(iou_loss + 0.1 * squared_error + 0.01 * penalty, abs=1e-6)
     # Without image attention (the -IA ablation) the penalty term is absent.
     loss_no_ia, _ = regression_loss(RegressionOutput(box, None, None), target, torch.tensor([5.0]), 0.1, 0.01)
