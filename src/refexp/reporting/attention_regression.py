@@ -152,6 +152,12 @@ def _localisation_section(evals: dict[str, dict]) -> list[str]:
                      f"{_pct(m.get('test/attention_mass_in_box'))} | "
                      f"{_pct(m.get('test/attention_mass_in_box/small_target'))} | "
                      f"{m.get('test/attention_dead_maps', '—')} | {_pct(m.get('test/accuracy/small_target'))} |")
+    for v, m in located.items():
+        dead, queries = m.get("test/attention_dead_maps"), m.get("test/queries")
+        if dead is not None and queries and dead == queries:
+            lines += ["", f"`{v}`: every test map is dead (all cells at 0 after the ReLU), so its region MLP "
+                      "sees no image at all and this variant regresses from the words alone; the alive-cell "
+                      "curve under Training curves shows when the maps died."]
     lines += ["", "Accuracy on small targets can only be high when the attention finds them: where the peak "
               "misses the box, the region MLP has no image evidence of where the target is and falls back "
               "on the words' prior.", ""]
