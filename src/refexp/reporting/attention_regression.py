@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import AttentionRegressionModelConfig, Config  # noqa: E402
 from refexp.metrics.attention import LARGE_TARGET_SHARE, target_size_groups  # noqa: E402
-from refexp.metrics.chance import chance_p_at_1, constant_box_accuracy  # noqa: E402
+from refexp.metrics.chance import chance_p_at_1, chance_p_at_1_per_query, constant_box_accuracy  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import report_header  # noqa: E402
 
@@ -135,6 +135,21 @@ def _pct(v: float | None) -> str:
     return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
 
 
+def group_baselines(train: pd.DataFrame, test: pd.DataFrame, kinds: list[str]
+                    ) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Chance P@1 and constant-box accuracy per expression kind and per target size (`small_target`,
+    `large_target`). A group's chance is the mean of its queries' chance over ALL their image's boxes:
+    a sub-table would drop the boxes no query of the group refers to, and inflate the chance."""
+    test = test.reset_index(drop=True)
+    chance_per_query = chance_p_at_1_per_query(test)
+    sizes = target_size_groups(test)
+    groups = {**{k: (test["kind"] == k).to_numpy() for k in kinds},
+              **{f"{z}_target": (sizes == z).to_numpy() for z in ("small", "large")}}
+    chance = {g: float(chance_per_query[m].mean()) if m.any() else None for g, m in groups.items()}
+    constant = {g: constant_box_accuracy(train, test[m]) if m.any() else None for g, m in groups.items()}
+    return chance, constant
+
+
 def _localisation_section(evals: dict[str, dict]) -> list[str]:
     """Where the image attention looks (the paper's first-ranked error cause), per attention variant."""
     located = {v: m for v, m in evals.items() if "test/attention_peak_in_box" in m}
@@ -174,7 +189,9 @@ def build_report(cfg: Config, paths: Paths) -> dict:
     chance = chance_p_at_1(test)
     constant = constant_box_accuracy(train, test)
     kinds = sorted(k for k in test["kind"].dropna().unique())
-    chance_kind = {k: chance_p_at_1(test[test["kind"] == k]) for k in kinds}
+    test = test.reset_index(drop=True)
+    sizes = target_size_groups(test)
+    chance_group, constant_group = group_baselines(train, test, kinds)
     training = cfg.training.merged(section.training)
     figures = paths.figures("attention_regression")
     lines = [report_header(cfg, "Attention box regression (paper 003)", ("attention_regression", "training")),
@@ -209,10 +226,12 @@ def build_report(cfg: Config, paths: Paths) -> dict:
         lines.append(f"| `{v}` | {label} | {paper if paper is not None else '—'} | {_pct(m.get('test/accuracy'))} | "
                      + " | ".join(_pct(m.get(f'test/accuracy/{k}')) for k in kinds)
                      + f" | {_pct(m.get('test/accuracy/small_target'))} | {_pct(m.get('test/accuracy/large_target'))} |")
+    group_order = [*kinds, "small_target", "large_target"]
     lines.append(f"| chance | uniform pick among the image's annotated boxes (exact) | — | {_pct(chance)} | "
-                 + " | ".join(_pct(chance_kind[k]) for k in kinds) + " | | |")
-    lines.append(f"| constant box | mean training box, normalised | — | {_pct(constant)} | " + " |" * (len(kinds) + 2))
-    small_share = float((target_size_groups(test) == "small").mean())
+                 + " | ".join(_pct(chance_group[g]) for g in group_order) + " |")
+    lines.append(f"| constant box | mean training box, normalised | — | {_pct(constant)} | "
+                 + " | ".join(_pct(constant_group[g]) for g in group_order) + " |")
+    small_share = float((sizes == "small").mean())
     lines += ["", f"Small targets are boxes under {100 * LARGE_TARGET_SHARE:.0f}% of the image "
               f"({100 * small_share:.1f}% of the test queries here)."]
     order = []

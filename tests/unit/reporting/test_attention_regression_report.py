@@ -21,3 +21,21 @@ def test_localisation_section_lists_attention_variants_and_names_all_dead_ones()
 
 def test_localisation_section_is_empty_without_attention_variants():
     assert _localisation_section({"text_only": {"test/accuracy": 0.3}}) == []
+
+
+def test_group_baselines_keep_every_box_of_the_image():
+    import pandas as pd
+
+    from refexp.reporting.attention_regression import group_baselines
+
+    # One 100 x 100 image, two disjoint boxes; the attribute query refers to the small box, the
+    # relation query to the large one. A uniform pick among BOTH boxes is right half the time for
+    # each query, although each kind's sub-table holds only one box (which would give 100%).
+    test = pd.DataFrame({"image_id": ["a", "a"], "region_id": ["a_1", "a_2"], "kind": ["attribute", "relation"],
+                         "x1": [0, 50], "y1": [0, 0], "x2": [9, 99], "y2": [9, 99],
+                         "image_width": [100, 100], "image_height": [100, 100]})
+    # The mean training box is the large box itself, so the constant box hits the relation query only.
+    train = test.iloc[[1]]
+    chance, constant = group_baselines(train, test, ["attribute", "relation"])
+    assert chance == {"attribute": 0.5, "relation": 0.5, "small_target": 0.5, "large_target": 0.5}
+    assert constant == {"attribute": 0.0, "relation": 1.0, "small_target": 0.0, "large_target": 1.0}
