@@ -18,9 +18,11 @@ from PIL import Image  # noqa: E402
 from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import AttentionRegressionModelConfig, Config  # noqa: E402
 from refexp.metrics.attention import LARGE_TARGET_SHARE, target_size_groups  # noqa: E402
+from refexp.metrics.boxes import IOU_THRESHOLD  # noqa: E402
 from refexp.metrics.chance import chance_p_at_1, chance_p_at_1_per_query, constant_box_accuracy  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import report_header  # noqa: E402
+from refexp.reporting.significance import per_query_scores, significance_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +251,10 @@ def build_report(cfg: Config, paths: Paths) -> dict:
                   "A small gain means the model mostly regresses the box from the words (a text prior); the "
                   "attention maps below show where it looks."]
     lines += ["", "Paper's order of the ablations on our data: " + "; ".join(order) + ".", ""]
+    correct = per_query_scores({v: paths.stage_dir(STAGE_EVAL, v) / "predictions.parquet" for v in variants},
+                               lambda t: t["iou"].to_numpy() >= IOU_THRESHOLD, ["iou"])
+    lines += significance_table(correct, [*PAPER_ORDER, ("attention_full", "text_only")],
+                                cfg.run.seed, "Accuracy")
     lines += _localisation_section(evals)
     lines += ["",
               "The paper's word-embedding comparison (Table 4): " +

@@ -21,6 +21,7 @@ from refexp.config import Config  # noqa: E402
 from refexp.metrics.boxes import IOU_THRESHOLD, box_iou  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import report_header  # noqa: E402
+from refexp.reporting.significance import per_query_scores, significance_table  # noqa: E402
 
 # Hu et al. 2016, Table 1 (P@1 on annotated boxes, ReferIt) and Table 2 (100 EdgeBox proposals).
 PAPER_ROWS = [
@@ -177,6 +178,10 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
     if order_rows:
         lines += ["Paper's order (LRCN ≤ w/o context, spatial, transfer ≤ w/o context, spatial ≤ w/o context ≤ SCRC), "
                   "ours per kind:", "", *_table(["kind", "P@1 along the paper's order", "in order"], order_rows)]
+    correct = per_query_scores({v: paths.stage_dir("evaluate_scrc", v) / "predictions.parquet" for v in variants},
+                               lambda t: top1_predictions(t)["correct"].to_numpy(),
+                               ["annotated", "annotated_ll", "gt"])
+    lines += significance_table(correct, list(zip(chain[1:], chain[:-1])), cfg.run.seed, "P@1")
     lines += ["## Table 2: 100 proposals", "", *_table(["Method", "paper R@1", "paper R@10", "ours R@1", "ours R@10"], rows2)]
 
     # ---- scarce data
@@ -188,6 +193,11 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
                   "The paper's Kitchen experiment (Table 3) shows transfer matters most when the retrieval set is "
                   "small; here the same pair is fine-tuned on a seeded subset of the training images.", "",
                   *_table(["variant", "train images", "transfer", "train tuples", "P@1", "R@1"], rows)]
+        # Each subset's with-transfer variant against its without-transfer twin (same fraction and flags).
+        pairs = [(a, b) for a, va in scarce for b, vb in scarce
+                 if va.transfer and not vb.transfer and va.model_dump(exclude={"transfer", "training"})
+                 == vb.model_dump(exclude={"transfer", "training"})]
+        lines += significance_table(correct, pairs, cfg.run.seed, "P@1")
 
     # ---- other variants (not rows of the paper's tables)
     listed = {v for v, *_ in PAPER_ROWS if v} | {v for v, _ in scarce}

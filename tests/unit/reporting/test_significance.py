@@ -1,0 +1,33 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from refexp.reporting.significance import per_query_scores, significance_table
+
+
+def _write(path, regions, iou):
+    pd.DataFrame({"region_id": regions, "expression": ["e"] * len(regions), "iou": iou}).to_parquet(path)
+    return path
+
+
+def test_per_query_scores_reads_present_files_and_refuses_a_different_query_order(tmp_path):
+    a = _write(tmp_path / "a.parquet", ["r1", "r2", "r3"], [0.9, 0.1, 0.5])
+    b = _write(tmp_path / "b.parquet", ["r1", "r2", "r3"], [0.2, 0.6, 0.7])
+    scores = per_query_scores({"a": a, "b": b, "missing": tmp_path / "none.parquet"},
+                              lambda t: t["iou"] >= 0.5, ["iou"])
+    assert set(scores) == {"a", "b"}
+    assert scores["a"].tolist() == [1.0, 0.0, 1.0] and scores["b"].tolist() == [0.0, 1.0, 1.0]
+    c = _write(tmp_path / "c.parquet", ["r2", "r1", "r3"], [0.9, 0.1, 0.5])
+    with pytest.raises(ValueError, match="c.parquet.*not in the order"):
+        per_query_scores({"a": a, "c": c}, lambda t: t["iou"] >= 0.5, ["iou"])
+
+
+def test_significance_table_rows_and_verdicts():
+    correct = {"full": np.ones(40), "ablation": np.zeros(40), "same": np.ones(40)}
+    lines = significance_table(correct, [("full", "ablation"), ("ablation", "full"), ("full", "same"),
+                                         ("full", "absent")], seed=0, metric="Accuracy")
+    rows = [line for line in lines if line.startswith("| `")]
+    assert rows == ["| `full` > `ablation` | +100.00 | [+100.00, +100.00] | holds |",
+                    "| `ablation` > `full` | -100.00 | [-100.00, -100.00] | reversed |",
+                    "| `full` > `same` | +0.00 | [+0.00, +0.00] | not resolved (interval spans 0) |"]
+    assert significance_table(correct, [("full", "absent")], seed=0, metric="Accuracy") == []
