@@ -47,6 +47,12 @@ def test_image_free_experiment_writes_metrics_and_report(image_free_world):
     # Each test image has a red and a green 12x12 square in different corners (no overlap): chance 1/2.
     assert saved["test/chance_p_at_1"] == pytest.approx(0.5)
     assert saved["scrc/chance_p_at_1_check"] == pytest.approx(0.5)
+    # 12x12 squares in a 32x32 image cover 14% of it: every target is large, so the size split holds
+    # one group, equal to the overall numbers.
+    assert saved["test/chance_p_at_1/large_target"] == pytest.approx(0.5)
+    assert "test/chance_p_at_1/small_target" not in saved
+    assert saved["test/constant_box_accuracy/large_target"] == saved["test/constant_box_accuracy"]
+    assert saved["test/accuracy/large_target"] == saved["test/accuracy"]
     # The constant box is the mean of the corner boxes; it is computed from train only.
     assert len(saved["constant_box/normalised_xywh"]) == 4
     assert saved["constant_box/normalised_xywh"][2] == pytest.approx(12 / 32)

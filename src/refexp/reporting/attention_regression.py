@@ -19,7 +19,7 @@ from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import AttentionRegressionModelConfig, Config  # noqa: E402
 from refexp.metrics.attention import LARGE_TARGET_SHARE, target_size_groups  # noqa: E402
 from refexp.metrics.boxes import IOU_THRESHOLD  # noqa: E402
-from refexp.metrics.chance import chance_p_at_1, chance_p_at_1_per_query, constant_box_accuracy  # noqa: E402
+from refexp.metrics.chance import chance_p_at_1, constant_box_accuracy, group_baselines  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import report_header  # noqa: E402
 from refexp.reporting.significance import per_query_scores, significance_table  # noqa: E402
@@ -135,21 +135,6 @@ def curves_figure(curves: dict[str, Path], out: Path) -> bool:
 
 def _pct(v: float | None) -> str:
     return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
-
-
-def group_baselines(train: pd.DataFrame, test: pd.DataFrame, kinds: list[str]
-                    ) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    """Chance P@1 and constant-box accuracy per expression kind and per target size (`small_target`,
-    `large_target`). A group's chance is the mean of its queries' chance over ALL their image's boxes:
-    a sub-table would drop the boxes no query of the group refers to, and inflate the chance."""
-    test = test.reset_index(drop=True)
-    chance_per_query = chance_p_at_1_per_query(test)
-    sizes = target_size_groups(test)
-    groups = {**{k: (test["kind"] == k).to_numpy() for k in kinds},
-              **{f"{z}_target": (sizes == z).to_numpy() for z in ("small", "large")}}
-    chance = {g: float(chance_per_query[m].mean()) if m.any() else None for g, m in groups.items()}
-    constant = {g: constant_box_accuracy(train, test[m]) if m.any() else None for g, m in groups.items()}
-    return chance, constant
 
 
 def _localisation_section(evals: dict[str, dict]) -> list[str]:

@@ -70,6 +70,16 @@ def write_report(cfg: Config, metrics: dict, details: dict, report_path: Path, f
         "- IoU uses the papers' inclusive pixel convention (w = x2 - x1 + 1). The annotated boxes of an image",
         "  are the distinct regions of that image with an expression in the test split.",
         "",
+    ]
+    sizes = [g for g in ("small_target", "large_target") if f"test/chance_p_at_1/{g}" in m]
+    if sizes:
+        lines += ["By target size (small: box under 10% of the image):", "",
+                  "| | " + " | ".join(g.replace("_", " ") for g in sizes) + " |", "|---|" + "---|" * len(sizes),
+                  "| chance P@1 | " + " | ".join(f"{pct(m[f'test/chance_p_at_1/{g}'])}%" for g in sizes) + " |",
+                  "| constant box | " + " | ".join(f"{pct(m[f'test/constant_box_accuracy/{g}'])}%" for g in sizes) + " |",
+                  "| text-only regression | " + " | ".join(
+                      f"{pct(m[f'test/accuracy/{g}'])}%" if f"test/accuracy/{g}" in m else "—" for g in sizes) + " |", ""]
+    lines += [
         "For reference, the papers report with images: SCRC 72.74% P@1 over annotated boxes (Hu et al.,",
         "Table 1), and the attention regression 37.26% accuracy (paper 003, Table 2).",
         "",

@@ -23,7 +23,7 @@ import pandas as pd
 
 from refexp.config import Config, ConfigError
 from refexp.data.skips import DataError
-from refexp.metrics.chance import chance_p_at_1, constant_box_accuracy, mean_normalised_box
+from refexp.metrics.chance import chance_p_at_1, constant_box_accuracy, group_baselines, mean_normalised_box
 from refexp.paths import Paths
 from refexp.training.attention_regression import evaluate_variant, train_variant
 
@@ -69,9 +69,13 @@ def baselines(tuples: pd.DataFrame) -> dict:
     if train.empty or test.empty:
         raise DataError("tuples.parquet", "the image-free experiment needs train and test tuples")
     mean_box = mean_normalised_box(train)
+    # Per target size (box under / at least 10% of the image): ReferIt mixes sky-sized regions with small objects.
+    chance_by_size, constant_by_size = group_baselines(train, test, kinds=[])
     return {
         "test/chance_p_at_1": chance_p_at_1(test),
         "test/constant_box_accuracy": constant_box_accuracy(train, test),
+        **{f"test/chance_p_at_1/{g}": v for g, v in chance_by_size.items() if v is not None},
+        **{f"test/constant_box_accuracy/{g}": v for g, v in constant_by_size.items() if v is not None},
         "constant_box/normalised_xywh": [round(float(v), 6) for v in mean_box],
         "train/tuples": int(len(train)), "train/images": int(train["image_id"].nunique()),
         "test/tuples": int(len(test)), "test/images": int(test["image_id"].nunique()),
@@ -107,6 +111,9 @@ def run_experiment(cfg: Config, paths: Paths, *, progress: bool = False) -> tupl
         raise DataError(tuples_path, f"regression scored {reg_eval['test/queries']} of {metrics['test/tuples']} test tuples")
     metrics["test/accuracy"] = reg_eval["test/accuracy"]
     metrics["test/regression_mean_iou"] = reg_eval["test/mean_iou"]
+    for size in ("small_target", "large_target"):
+        if f"test/accuracy/{size}" in reg_eval:
+            metrics[f"test/accuracy/{size}"] = reg_eval[f"test/accuracy/{size}"]
     metrics["regression/train_steps"] = reg_train["train/steps"]
     metrics["regression/train_samples_per_s"] = reg_train["train/samples_per_s"]
     metrics["regression/test_ms_per_query"] = reg_eval["test/ms_per_query"]

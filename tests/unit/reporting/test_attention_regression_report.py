@@ -26,7 +26,7 @@ def test_localisation_section_is_empty_without_attention_variants():
 def test_group_baselines_keep_every_box_of_the_image():
     import pandas as pd
 
-    from refexp.reporting.attention_regression import group_baselines
+    from refexp.metrics.chance import group_baselines
 
     # One 100 x 100 image, two disjoint boxes; the attribute query refers to the small box, the
     # relation query to the large one. A uniform pick among BOTH boxes is right half the time for
