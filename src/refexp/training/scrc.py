@@ -338,7 +338,6 @@ def ranking_metrics(pred: pd.DataFrame, proposals: dict[str, np.ndarray], prefix
     for suffix, part in subsets:
         gt = np.array(part["gt"].tolist(), dtype=np.float64).reshape(-1, 4)
         ann = [np.array(a, dtype=np.float64).reshape(-1, 4) for a in part["annotated"]]
-        props = [proposals.get(i, np.zeros((0, 4))) for i in part["image_id"]]
         p1 = box_metrics.p_at_1([np.array(x) for x in part["annotated_ll"]], ann, gt)
         out[f"{prefix}/p_at_1{suffix}"] = p1.value
         out[f"{prefix}/p_at_1_length_normalised{suffix}"] = box_metrics.p_at_1(
@@ -347,7 +346,7 @@ def ranking_metrics(pred: pd.DataFrame, proposals: dict[str, np.ndarray], prefix
         if "proposals_scored" in part:  # R@K over the queries scored against proposals
             part = part[part["proposals_scored"]]
             gt = np.array(part["gt"].tolist(), dtype=np.float64).reshape(-1, 4)
-            props = [proposals.get(i, np.zeros((0, 4))) for i in part["image_id"]]
+        props = [proposals.get(i, np.zeros((0, 4))) for i in part["image_id"]]
         prop_scores = [np.array(x) for x in part["proposals_ll"]]
         out[f"{prefix}/recall_at_1{suffix}"] = box_metrics.recall_at_k(prop_scores, props, gt, 1).value
         out[f"{prefix}/recall_at_10{suffix}"] = box_metrics.recall_at_k(prop_scores, props, gt, 10).value
