@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Stages and flows are imported as top-level packages from the repo root.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test test-fast ui lock check-java clean referit-image-free
+.PHONY: setup run test test-fast ui lock check-java clean referit-image-free seed-study
 
 setup: check-java $(STAMP)
 
@@ -34,6 +34,12 @@ referit-image-free: setup
 	$(PY) -m stages.fetch_data referit_real
 	$(PY) -m stages.prepare_referit referit_real
 	$(PY) -m stages.referit_image_free
+
+# The training-seed study (not part of `make run`: every SCRC and regression variant retrained at each of
+# seed_study.seeds): reports/seed_study.md and reports/metrics/seed_study.json.
+seed-study: setup
+	$(VENV)/bin/dvc repro prepare_referit prepare_coco
+	$(PY) -m stages.seed_study
 
 test: setup
 	$(PY) -m pytest -q

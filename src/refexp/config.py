@@ -258,6 +258,24 @@ class ReferitImageFreeConfig(Section):
     scrc_training: dict[str, Any] = Field(default_factory=dict)
 
 
+class SeedStudyConfig(Section):
+    """The training-seed study (stages/seed_study.py, `make seed-study`): every variant of the listed
+    models retrained and re-evaluated at each seed, so the reports' paper-order claims can be judged
+    against training-seed noise, not only test-set noise. The seed also draws scarce-data subsets."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
+    models: list[Literal["scrc", "attention_regression"]] = Field(
+        default_factory=lambda: ["scrc", "attention_regression"], min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "SeedStudyConfig":
+        for key in ("seeds", "models"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} must not repeat an entry, got {values}")
+        return self
+
+
 class ScrcVariant(Section):
     """One SCRC row of the paper's tables (a `scrc.variants` entry; see refexp.models.scrc)."""
 
@@ -417,6 +435,7 @@ class Config(Section):
     scrc: ScrcConfig = ScrcConfig()
     extract_features: ExtractFeaturesConfig = ExtractFeaturesConfig()
     referit_image_free: ReferitImageFreeConfig = ReferitImageFreeConfig()
+    seed_study: SeedStudyConfig = SeedStudyConfig()
     flows: FlowsConfig = FlowsConfig()
     build_region_benchmark: BuildRegionBenchmarkConfig = BuildRegionBenchmarkConfig()
     synth_expressions: SynthExpressionsConfig = SynthExpressionsConfig()

@@ -47,5 +47,6 @@ def significance_table(correct: dict[str, np.ndarray], pairs: list[tuple[str, st
     if not rows:
         return []
     return [f"Is each gap more than test-set noise? {metric}, paired bootstrap over the same test queries "
-            "(2,000 resamples, percentile 95% interval, seeded); training-seed noise comes on top.", "",
+            "(2,000 resamples, percentile 95% interval, seeded); training-seed noise comes on top "
+            "(seed_study.md, from `make seed-study`, judges the same claims over training seeds).", "",
             "| claim | difference (points) | 95% interval | on our data |", "|---|---|---|---|", *rows, ""]

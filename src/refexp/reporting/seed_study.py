@@ -1,0 +1,152 @@
+"""reports/seed_study.md: each variant's score at every training seed, and the papers' order claims
+judged against training-seed noise (refexp.metrics.seeds), beside the papers' numbers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from refexp.artifacts import atomic_path, write_text  # noqa: E402
+from refexp.config import Config  # noqa: E402
+from refexp.metrics.seeds import seed_difference  # noqa: E402
+from refexp.reporting.attention_regression import PAPER_ORDER, PAPER_TABLE3  # noqa: E402
+from refexp.reporting.provenance import report_header  # noqa: E402
+from refexp.reporting.scrc_report import PAPER_ROWS, paper_order_claims, scarce_data_claims  # noqa: E402
+
+TITLES = {"scrc": "SCRC (paper 000), P@1 over the image's annotated boxes",
+          "attention_regression": "Attention box regression (paper 003), accuracy (IoU >= 0.5)"}
+_VERDICTS = {"a > b": "holds", "a < b": "reversed", "not resolved": "not resolved (interval spans 0)"}
+
+
+def paper_scores(model: str) -> dict[str, float]:
+    """The paper's number (%) for each of our variants that is a row of its table."""
+    if model == "scrc":
+        return {v: p_at_1 for v, _, p_at_1, *_ in PAPER_ROWS if v}
+    return {v: acc for v, (_, acc) in PAPER_TABLE3.items()}
+
+
+def claims(cfg: Config, model: str) -> list[tuple[str, str]]:
+    """(better, worse) pairs the paper asserts, as in the model's own report."""
+    if model == "scrc":
+        return paper_order_claims() + scarce_data_claims(cfg.scrc)
+    return [*PAPER_ORDER, ("attention_full", "text_only")]
+
+
+def summarise(scores: pd.DataFrame, cfg: Config) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Flat metrics (per variant mean/sd/min/max, per claim mean gap/interval/verdict) and, per model,
+    the claims table."""
+    metrics: dict = {"seeds": sorted(int(s) for s in scores["seed"].unique())}
+    claim_tables = {}
+    for model, part in scores.groupby("model", sort=False):
+        wide = part.pivot(index="seed", columns="variant", values="score").sort_index()
+        for variant in wide.columns:
+            col = wide[variant]
+            metrics.update({f"{model}/{variant}/mean": float(col.mean()), f"{model}/{variant}/sd": float(col.std(ddof=1)),
+                            f"{model}/{variant}/min": float(col.min()), f"{model}/{variant}/max": float(col.max())})
+        rows = []
+        for a, b in claims(cfg, model):
+            if a not in wide.columns or b not in wide.columns:
+                continue
+            d = seed_difference(wide[a].to_numpy(), wide[b].to_numpy())
+            key = f"{model}/claim/{a}>{b}"
+            metrics.update({f"{key}/mean": d.mean, f"{key}/low": d.low, f"{key}/high": d.high,
+                            f"{key}/seeds_ahead": d.seeds_a_ahead, f"{key}/verdict": d.verdict})
+            rows.append({"claim": f"`{a}` > `{b}`", "per seed": " / ".join(f"{100 * x:+.2f}" for x in d.differences),
+                         "mean": f"{100 * d.mean:+.2f}", "95% interval": f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
+                         "seeds where it holds": f"{d.seeds_a_ahead} of {d.n_seeds}", "over training seeds": _VERDICTS[d.verdict]})
+        claim_tables[model] = pd.DataFrame(rows)
+    return metrics, claim_tables
+
+
+def _markdown(df: pd.DataFrame) -> list[str]:
+    cols = list(df.columns)
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+            *["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)], ""]
+
+
+def _score_table(part: pd.DataFrame, model: str) -> pd.DataFrame:
+    wide = part.pivot(index="variant", columns="seed", values="score")
+    wide = wide.reindex(list(dict.fromkeys(part["variant"])))  # params order
+    paper = paper_scores(model)
+    out = pd.DataFrame({"variant": [f"`{v}`" for v in wide.index],
+                        "paper %": [f"{paper[v]:.2f}" if v in paper else "—" for v in wide.index]})
+    for seed in wide.columns:
+        out[f"seed {seed} %"] = [f"{100 * x:.2f}" for x in wide[seed]]
+    out["mean %"] = [f"{100 * x:.2f}" for x in wide.mean(axis=1)]
+    out["sd (points)"] = [f"{100 * x:.2f}" for x in wide.std(axis=1, ddof=1)]
+    return out
+
+
+def _kind_table(part: pd.DataFrame) -> pd.DataFrame | None:
+    groups = [c for c in ("attribute", "position", "relation", "small_target", "large_target")
+              if c in part.columns and part[c].notna().any()]
+    if not groups:
+        return None
+    means = part.groupby("variant", sort=False)[groups].mean()
+    out = pd.DataFrame({"variant": [f"`{v}`" for v in means.index]})
+    for g in groups:
+        out[f"{g.replace('_', ' ')} %"] = [f"{100 * x:.2f}" for x in means[g]]
+    return out
+
+
+def _figure(scores: pd.DataFrame, out: Path) -> None:
+    models = list(dict.fromkeys(scores["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        part = scores[scores["model"] == model]
+        variants = list(dict.fromkeys(part["variant"]))
+        for i, v in enumerate(variants):
+            vals = 100 * part.loc[part["variant"] == v, "score"].to_numpy()
+            ax.scatter(np.full(len(vals), i), vals, s=14, alpha=0.7)
+            ax.hlines(vals.mean(), i - 0.3, i + 0.3, color="black")
+        ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel("%")
+        ax.set_title(model, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.DataFrame], report_path: Path,
+                 figure_path: Path, command: str, pretrain_seconds: float) -> None:
+    s = cfg.seed_study
+    _figure(scores, figure_path)
+    lines = [report_header(cfg, "Training-seed study", ("seed_study", "scrc", "attention_regression", "training")),
+             f"Reproduce: `{command}` (not part of the embedded `dvc repro`: it retrains every variant "
+             f"{len(s.seeds)} times).", "",
+             f"Every variant of {', '.join(f'`{m}`' for m in s.models)} retrained and re-evaluated at seeds "
+             f"{', '.join(str(x) for x in s.seeds)} with the pipeline's params; only `run.seed` changes. The seed "
+             "sets the initial weights, the batch order and dropout, and draws the scarce-data training subset "
+             "and the R@K query subset. The test set is the same at every seed.", "",
+             "The model reports (scrc.md, attention_regression.md) judge each claim against test-set noise for "
+             "one seed (paired bootstrap). Here a claim is judged against training-seed noise: the mean gap over "
+             "seeds, with the paired t 95% interval over seeds (scipy.stats.ttest_rel), and the number of seeds "
+             "at which it holds. With few seeds the interval is wide; 'not resolved' means the seeds disagree "
+             "or the gap is small beside their spread.", "",
+             f"![scores per seed]({figure_path.relative_to(report_path.parent).as_posix()})", ""]
+    for model in s.models:
+        part = scores[scores["model"] == model]
+        if part.empty:
+            continue
+        lines += [f"## {TITLES[model]}", "", *_markdown(_score_table(part, model))]
+        kinds = _kind_table(part)
+        if kinds is not None:
+            lines += ["Mean over seeds, per expression kind and target size:", "", *_markdown(kinds)]
+        table = claim_tables.get(model)
+        if table is not None and not table.empty:
+            lines += ["The paper's claims over training seeds (differences in points):", "", *_markdown(table)]
+    train = scores.groupby("model", sort=False)["train_seconds"].sum()
+    evaluation = scores.groupby("model", sort=False)["eval_seconds"].sum()
+    lines += ["## Cost", "", "On this CPU, summed over seeds: training "
+              + ", ".join(f"{m} {v / 60:.1f} min" for m, v in train.items())
+              + (f" (+ SCRC caption pretraining {pretrain_seconds / 60:.1f} min)" if pretrain_seconds else "")
+              + "; evaluation " + ", ".join(f"{m} {v / 60:.1f} min" for m, v in evaluation.items())
+              + ". Training times are the engine's over each whole run (a rerun resumes finished runs from their "
+              "checkpoints); data loading and feature caching come on top.", ""]
+    write_text(report_path, "\n".join(lines))

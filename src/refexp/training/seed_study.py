@@ -1,0 +1,131 @@
+"""The training-seed study: every variant retrained and re-evaluated at several seeds.
+
+The reports' paired-bootstrap intervals (refexp.metrics.bootstrap) say how far the test sample alone
+could move a gap between two variants, for the one pipeline seed. Whether a paper's order survives a
+different initialisation, data order or scarce-data subset is a question about training seeds: this
+module trains each variant of `seed_study.models` at each of `seed_study.seeds` with the pipeline's own
+training code and params (only run.seed changes) and returns one row per (model, variant, seed).
+
+Models and curves go under models/seed_study/seed<k>/, apart from the pipeline's runs. A params digest
+is stored there: a rerun with the same params resumes killed trainings (refexp.training.engine), one
+with different params starts that seed over.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+
+import pandas as pd
+
+from refexp.config import Config
+from refexp.data.skips import DataError
+from refexp.paths import Paths
+
+log = logging.getLogger(__name__)
+
+NAME = "seed_study"
+# Params sections that decide what a seed's run computes (a change restarts that seed).
+STUDY_SECTIONS = ("training", "scrc", "attention_regression", "run")
+# The per-variant scores the study keeps, per model: (metric key in the evaluation, our column name).
+SCORES = {"scrc": "test/p_at_1", "attention_regression": "test/accuracy"}
+MODEL_DATASETS = {"scrc": ("dataset", "caption_dataset"), "attention_regression": ("dataset",)}
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": seed})})
+
+
+def seed_paths(paths: Paths, seed: int) -> Paths:
+    """Where seed `seed`'s models and curves go (never over the pipeline's artifacts)."""
+    root = paths.models / NAME / f"seed{seed}"
+    return dataclasses.replace(paths, models=root, reports=root / "reports")
+
+
+def _params_digest(cfg: Config, seed: int) -> str:
+    sections = {name: getattr(seed_config(cfg, seed), name).model_dump() for name in STUDY_SECTIONS}
+    return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fresh_or_resumable(spaths: Paths, digest: str) -> None:
+    key_file = spaths.models / "params.sha256"
+    if key_file.exists() and key_file.read_text().strip() != digest:
+        log.info("%s: params changed since its last run; starting this seed over", spaths.models)
+        shutil.rmtree(spaths.models)
+    spaths.models.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(digest + "\n")
+
+
+def _check_inputs(cfg: Config, paths: Paths) -> None:
+    for model in cfg.seed_study.models:
+        section = getattr(cfg, model)
+        for attr in MODEL_DATASETS[model]:
+            dataset = getattr(section, attr)
+            prepared = paths.tuples(dataset) if attr == "dataset" else paths.prepared(dataset) / "captions.parquet"
+            if not prepared.exists():
+                raise DataError(prepared, f"missing; prepare '{dataset}' first (make seed-study runs the "
+                                          "pipeline's fetch and prepare stages)")
+
+
+def _score_row(model: str, variant: str, seed: int, trained: dict, metrics: dict, eval_seconds: float) -> dict:
+    # train_seconds: the engine's time over the whole run, also when this call resumed a finished one.
+    row = {"model": model, "variant": variant, "seed": seed, "score": float(metrics[SCORES[model]]),
+           "train_seconds": round(float(trained.get("train/seconds", 0.0)), 1), "eval_seconds": round(eval_seconds, 1)}
+    prefix = SCORES[model] + "/"
+    row.update({key[len(prefix):]: float(v) for key, v in metrics.items() if key.startswith(prefix)})
+    return row
+
+
+def _scrc_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict], float]:
+    """The SCRC rows of one seed, and the caption pretraining's training seconds."""
+    from refexp.training import scrc
+
+    variants = cfg.scrc.variants
+    pretrain_seconds = 0.0
+    if any(v.transfer for v in variants.values()):
+        pretrain_seconds = float(scrc.pretrain(cfg, spaths, progress=False).get("train/seconds", 0.0))
+    rows = []
+    for name in variants:
+        trained = scrc.finetune(cfg, spaths, name, progress=False)
+        started = time.perf_counter()
+        metrics, _ = scrc.evaluate(cfg, spaths, name)
+        rows.append(_score_row("scrc", name, seed, trained, metrics, time.perf_counter() - started))
+        log.info("seed %d scrc %s: P@1 %.4f", seed, name, rows[-1]["score"])
+    return rows, pretrain_seconds
+
+
+def _regression_rows(cfg: Config, spaths: Paths, seed: int) -> list[dict]:
+    from refexp.training.attention_regression import evaluate_variant, train_variant
+
+    section = cfg.attention_regression
+    training = cfg.training.merged(section.training)
+    rows = []
+    for name in section.variants:
+        trained = train_variant(section, training, name, spaths, seed=seed, deterministic=cfg.run.deterministic)
+        started = time.perf_counter()
+        metrics, _ = evaluate_variant(section, name, spaths, seed=seed)
+        rows.append(_score_row("attention_regression", name, seed, trained, metrics, time.perf_counter() - started))
+        log.info("seed %d attention_regression %s: accuracy %.4f", seed, name, rows[-1]["score"])
+    return rows
+
+
+def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, float]:
+    """One row per (model, variant, seed): `score` (SCRC P@1 / regression accuracy), its per-kind and
+    per-target-size breakdown columns where the evaluation gives them, training and evaluation seconds;
+    and the SCRC caption pretraining's training seconds over all seeds."""
+    _check_inputs(cfg, paths)
+    rows: list[dict] = []
+    pretrain_seconds = 0.0
+    for seed in cfg.seed_study.seeds:
+        scfg, spaths = seed_config(cfg, seed), seed_paths(paths, seed)
+        _fresh_or_resumable(spaths, _params_digest(cfg, seed))
+        if "scrc" in cfg.seed_study.models:
+            scrc_rows, seconds = _scrc_rows(scfg, spaths, seed)
+            rows += scrc_rows
+            pretrain_seconds += seconds
+        if "attention_regression" in cfg.seed_study.models:
+            rows += _regression_rows(scfg, spaths, seed)
+    return pd.DataFrame(rows), pretrain_seconds
