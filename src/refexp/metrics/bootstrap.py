@@ -14,6 +14,15 @@ import numpy as np
 from scipy.stats import bootstrap
 
 
+def interval_verdict(low: float, high: float) -> str:
+    """'a > b' / 'a < b' when the interval of a - b excludes 0, else 'not resolved'."""
+    if low > 0:
+        return "a > b"
+    if high < 0:
+        return "a < b"
+    return "not resolved"
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     difference: float  # mean(a) - mean(b)
@@ -24,21 +33,22 @@ class PairedDifference:
 
     @property
     def verdict(self) -> str:
-        """'a > b' / 'a < b' when the interval excludes 0, else 'not resolved'."""
-        if self.low > 0:
-            return "a > b"
-        if self.high < 0:
-            return "a < b"
-        return "not resolved"
+        return interval_verdict(self.low, self.high)
 
 
-def paired_difference(a, b, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> PairedDifference:
+def paired_arrays(a, b, units: str) -> tuple[np.ndarray, np.ndarray]:
+    """a and b as float arrays of one length >= 2 (`units`: what one score is of, plural: "queries", "seeds")."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired scores must be two 1-d arrays of one length, got {a.shape} and {b.shape}")
     if len(a) < 2:
-        raise ValueError("a paired bootstrap needs at least 2 queries")
+        raise ValueError(f"a paired interval needs at least 2 {units}")
+    return a, b
+
+
+def paired_difference(a, b, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> PairedDifference:
+    a, b = paired_arrays(a, b, "queries")
     difference = float(a.mean() - b.mean())
     if np.array_equal(a, b):  # every resample gives 0; scipy would warn about a degenerate distribution
         return PairedDifference(difference, 0.0, 0.0, confidence, len(a))

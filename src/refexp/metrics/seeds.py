@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import ttest_rel
 
+from refexp.metrics.bootstrap import interval_verdict, paired_arrays
+
 
 @dataclass(frozen=True)
 class SeedDifference:
@@ -32,21 +34,11 @@ class SeedDifference:
 
     @property
     def verdict(self) -> str:
-        """'a > b' / 'a < b' when the interval excludes 0, else 'not resolved'."""
-        if self.low > 0:
-            return "a > b"
-        if self.high < 0:
-            return "a < b"
-        return "not resolved"
+        return interval_verdict(self.low, self.high)
 
 
 def seed_difference(a, b, *, confidence: float = 0.95) -> SeedDifference:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"per-seed scores must be two 1-d arrays of one length, got {a.shape} and {b.shape}")
-    if len(a) < 2:
-        raise ValueError("an interval over training seeds needs at least 2 seeds")
+    a, b = paired_arrays(a, b, "seeds")
     diffs = a - b
     mean = float(diffs.mean())
     if np.allclose(diffs, diffs[0], rtol=0.0, atol=1e-12):
