@@ -266,6 +266,8 @@ class SeedStudyConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
     models: list[Literal["scrc", "attention_regression"]] = Field(
         default_factory=lambda: ["scrc", "attention_regression"], min_length=1)
+    # Seeds trained in parallel processes (the scores do not depend on it).
+    workers: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _distinct(self) -> "SeedStudyConfig":

@@ -71,6 +71,14 @@ def test_seed_study_end_to_end(world, monkeypatch):  # noqa: F811
     again = pd.read_csv(world / "reports/seed_study/scores.csv")
     pd.testing.assert_series_equal(again["score"], scores["score"])
 
+    # Seeds in two worker processes, from scratch elsewhere: the same scores.
+    parallel = {**study_params(), "paths": {"models": "models_parallel", "reports": "reports_parallel"}}
+    parallel["seed_study"] = {**parallel["seed_study"], "workers": 2}
+    seed_study.run(parse_config(parallel))
+    in_parallel = pd.read_csv(world / "reports_parallel/seed_study/scores.csv")
+    pd.testing.assert_series_equal(in_parallel["score"], scores["score"])
+    assert (world / "models_parallel/seed_study/seed1/params.sha256").exists()
+
     # Changed params start each seed over (the stored params digest no longer matches).
     digest = (world / "models/seed_study/seed0/params.sha256").read_text()
     seed_study.run(parse_config({**study_params(dropout=0.3), "seed_study": {"seeds": [0, 1],
@@ -87,3 +95,5 @@ def test_seed_study_params_are_validated():
         parse_config({**raw, "seed_study": {"seeds": [1, 1]}})
     with pytest.raises(ConfigError, match="seed_study.models"):
         parse_config({**raw, "seed_study": {"models": ["grn"]}})
+    with pytest.raises(ConfigError, match="seed_study.workers"):
+        parse_config({**raw, "seed_study": {"workers": 0}})

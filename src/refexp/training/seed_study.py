@@ -16,8 +16,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 
@@ -112,20 +114,40 @@ def _regression_rows(cfg: Config, spaths: Paths, seed: int) -> list[dict]:
     return rows
 
 
+def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], float]:
+    """Every variant at one seed: (rows, SCRC caption pretraining seconds). Runs in a worker process."""
+    import torch
+
+    if not logging.getLogger().handlers:  # a spawned worker starts without the stage's logging setup
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.training.cpu_threads:
+        torch.set_num_threads(cfg.training.cpu_threads)
+    scfg, spaths = seed_config(cfg, seed), seed_paths(paths, seed)
+    _fresh_or_resumable(spaths, _params_digest(cfg, seed))
+    rows: list[dict] = []
+    pretrain_seconds = 0.0
+    if "scrc" in cfg.seed_study.models:
+        rows, pretrain_seconds = _scrc_rows(scfg, spaths, seed)
+    if "attention_regression" in cfg.seed_study.models:
+        rows += _regression_rows(scfg, spaths, seed)
+    return rows, pretrain_seconds
+
+
 def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, float]:
     """One row per (model, variant, seed): `score` (SCRC P@1 / regression accuracy), its per-kind and
     per-target-size breakdown columns where the evaluation gives them, training and evaluation seconds;
-    and the SCRC caption pretraining's training seconds over all seeds."""
+    and the SCRC caption pretraining's training seconds over all seeds.
+
+    Seeds run in `seed_study.workers` processes (each on training.cpu_threads threads); every run is
+    seeded and deterministic, so the scores do not depend on the number of workers."""
     _check_inputs(cfg, paths)
-    rows: list[dict] = []
-    pretrain_seconds = 0.0
-    for seed in cfg.seed_study.seeds:
-        scfg, spaths = seed_config(cfg, seed), seed_paths(paths, seed)
-        _fresh_or_resumable(spaths, _params_digest(cfg, seed))
-        if "scrc" in cfg.seed_study.models:
-            scrc_rows, seconds = _scrc_rows(scfg, spaths, seed)
-            rows += scrc_rows
-            pretrain_seconds += seconds
-        if "attention_regression" in cfg.seed_study.models:
-            rows += _regression_rows(scfg, spaths, seed)
-    return pd.DataFrame(rows), pretrain_seconds
+    seeds = cfg.seed_study.seeds
+    workers = min(cfg.seed_study.workers, len(seeds))
+    if workers == 1:
+        results = [_run_seed(cfg, paths, seed) for seed in seeds]
+    else:
+        # spawn: a forked child would inherit the parent's torch thread pools.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_run_seed, [cfg] * len(seeds), [paths] * len(seeds), seeds))
+    rows = [row for seed_rows, _ in results for row in seed_rows]
+    return pd.DataFrame(rows), sum(seconds for _, seconds in results)
