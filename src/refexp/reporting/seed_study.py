@@ -114,7 +114,7 @@ def _figure(scores: pd.DataFrame, out: Path) -> None:
 
 
 def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.DataFrame], report_path: Path,
-                 figure_path: Path, command: str, pretrain_seconds: float) -> None:
+                 figure_path: Path, command: str, pretrain_seconds: float, wall_seconds: float) -> None:
     s = cfg.seed_study
     _figure(scores, figure_path)
     lines = [report_header(cfg, "Training-seed study", ("seed_study", "scrc", "attention_regression", "training")),
@@ -148,5 +148,6 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
               + (f" (+ SCRC caption pretraining {pretrain_seconds / 60:.1f} min)" if pretrain_seconds else "")
               + "; evaluation " + ", ".join(f"{m} {v / 60:.1f} min" for m, v in evaluation.items())
               + ". Training times are the engine's over each whole run (a rerun resumes finished runs from their "
-              "checkpoints); data loading and feature caching come on top.", ""]
+              f"checkpoints); data loading and feature caching come on top. This invocation: {wall_seconds / 60:.1f} min "
+              f"wall with {min(s.workers, len(s.seeds))} worker process(es).", ""]
     write_text(report_path, "\n".join(lines))
