@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from refexp.artifacts import write_json
+from refexp.artifacts import atomic_path, write_json
 from refexp.config import Config
 from refexp.paths import Paths
 from refexp.reporting.seed_study import summarise, write_report
@@ -33,9 +33,8 @@ def run(cfg: Config) -> dict:
     metrics, claim_tables = summarise(scores, cfg)
     wall = time.perf_counter() - started
     metrics["seconds"] = round(wall, 1)  # this invocation (resumed runs are quick)
-    table_path = paths.reports / NAME / "scores.csv"
-    table_path.parent.mkdir(parents=True, exist_ok=True)
-    scores.to_csv(table_path, index=False, float_format="%.6f")
+    with atomic_path(paths.reports / NAME / "scores.csv") as tmp:
+        scores.to_csv(tmp, index=False, float_format="%.6f")
     write_json(paths.reports / "metrics" / f"{NAME}.json", metrics)
     write_report(cfg, scores, claim_tables, paths.report(NAME), paths.figures(NAME) / "scores.png", COMMAND,
                  pretrain_seconds, wall)

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from refexp.config import ConfigError, parse_config
+from refexp.training.scrc import train_subset
+from refexp.training.seed_study import seed_config
 from tests.stages.test_scrc_stages import tiny_params, world  # noqa: F401  (the module-scoped world fixture)
 
 SCRC_VARIANTS = {
@@ -58,8 +60,13 @@ def test_seed_study_end_to_end(world, monkeypatch):  # noqa: F811
     for claim in claims:
         assert metrics[f"{claim}/low"] <= metrics[f"{claim}/mean"] <= metrics[f"{claim}/high"]
         assert metrics[f"{claim}/verdict"] in {"a > b", "a < b", "not resolved"}
-    # The seed draws the scarce-data subset: the two seeds train on different images.
+    # The seed also draws the scarce-data subset (finetune reads run.seed, which seed_config sets):
+    # the two seeds fine-tune on different images.
     assert (world / "models/seed_study/seed1/scrc/scrc_no_context_spatial_subset10/model.pt").exists()
+    train = pd.read_parquet(world / "data/prepare_referit/referit/tuples.parquet").query("split == 'train'")
+    cfg = parse_config(study_params())
+    subsets = [set(train_subset(train, 0.5, seed_config(cfg, seed).run.seed)["image_id"]) for seed in (0, 1)]
+    assert subsets[0] != subsets[1]
     saved = json.loads((world / "reports/metrics/seed_study.json").read_text())
     assert saved["seeds"] == [0, 1]
     report = (world / "reports/seed_study.md").read_text()

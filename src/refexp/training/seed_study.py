@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 NAME = "seed_study"
 # Params sections that decide what a seed's run computes (a change restarts that seed).
 STUDY_SECTIONS = ("training", "scrc", "attention_regression", "run")
-# The per-variant scores the study keeps, per model: (metric key in the evaluation, our column name).
+# The evaluation metric the study keeps as each variant's `score`, per model.
 SCORES = {"scrc": "test/p_at_1", "attention_regression": "test/accuracy"}
 MODEL_DATASETS = {"scrc": ("dataset", "caption_dataset"), "attention_regression": ("dataset",)}
 
