@@ -46,7 +46,7 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *["| " + " | ".join(r) + " |" for r in rows], ""]
 
@@ -183,7 +183,7 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
     rows2.append(["chance (uniform pick among proposals)", "–", "–", _pct(any_eval.get("test/chance_recall_at_1")), "–"])
     lines += ["## Table 1: P@1 over the image's annotated boxes", "",
               "Paper: ReferIt test set. Ours: the dataset above; per expression kind where the data has kinds.", "",
-              *_table(["Method", "paper P@1", "ours P@1", *[f"ours {k}" for k in KINDS], "fine-tune steps"], rows1)]
+              *markdown_table(["Method", "paper P@1", "ours P@1", *[f"ours {k}" for k in KINDS], "fine-tune steps"], rows1)]
     order_rows = []
     chain = [v for v, *_ in PAPER_ROWS if v]
     for suffix, label in [("", "all")] + [(f"/{k}", k) for k in KINDS]:
@@ -192,12 +192,12 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
             order_rows.append([label, " ≤ ".join(_pct(v) for v in vals), "yes" if in_paper_order(vals) else "no"])
     if order_rows:
         lines += ["Paper's order (LRCN ≤ w/o context, spatial, transfer ≤ w/o context, spatial ≤ w/o context ≤ SCRC), "
-                  "ours per kind:", "", *_table(["kind", "P@1 along the paper's order", "in order"], order_rows)]
+                  "ours per kind:", "", *markdown_table(["kind", "P@1 along the paper's order", "in order"], order_rows)]
     correct = per_query_scores({v: paths.stage_dir("evaluate_scrc", v) / "predictions.parquet" for v in variants},
                                lambda t: top1_predictions(t)["correct"].to_numpy(),
                                ["annotated", "annotated_ll", "gt"])
     lines += significance_table(correct, paper_order_claims(), cfg.run.seed, "P@1")
-    lines += ["## Table 2: 100 proposals", "", *_table(["Method", "paper R@1", "paper R@10", "ours R@1", "ours R@10"], rows2)]
+    lines += ["## Table 2: 100 proposals", "", *markdown_table(["Method", "paper R@1", "paper R@10", "ours R@1", "ours R@10"], rows2)]
 
     # ---- scarce data
     scarce = [(v, var) for v, var in s.variants.items() if var.train_fraction < 1.0]
@@ -207,7 +207,7 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
         lines += ["## Scarce fine-tuning data: does caption pretraining help?", "",
                   "The paper's Kitchen experiment (Table 3) shows transfer matters most when the retrieval set is "
                   "small; here the same pair is fine-tuned on a seeded subset of the training images.", "",
-                  *_table(["variant", "train images", "transfer", "train tuples", "P@1", "R@1"], rows)]
+                  *markdown_table(["variant", "train images", "transfer", "train tuples", "P@1", "R@1"], rows)]
         lines += significance_table(correct, scarce_data_claims(s), cfg.run.seed, "P@1")
 
     # ---- other variants (not rows of the paper's tables)
@@ -220,7 +220,7 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
         lines += ["## Other variants", "",
                   "`scrc_image_free` reads x_spatial and the words only (no x_box, no x_context): the model the "
                   "real image-free ReferIt experiment trains (reports/referit_image_free.md).", "",
-                  *_table(["variant", "flags", "P@1", *KINDS, "R@1"], rows)]
+                  *markdown_table(["variant", "flags", "P@1", *KINDS, "R@1"], rows)]
 
     # ---- scoring
     rows = [[v, _pct(ev[v].get("test/p_at_1")), _pct(ev[v].get("test/p_at_1_length_normalised"))] for v in variants if ev[v]]
@@ -230,14 +230,14 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
               "the length rescales every candidate's score by the same positive factor and cannot change the ranking: "
               "P@1 and R@K are identical under both (checked below and in tests/unit/models/test_scrc.py). "
               "Normalisation only matters when scores of different expressions are compared.", "",
-              *_table(["variant", "P@1 summed (paper)", "P@1 length-normalised"], rows)]
+              *markdown_table(["variant", "P@1 summed (paper)", "P@1 length-normalised"], rows)]
 
     # ---- speed
     rows = [[v, f"{tr[v].get('train/samples_per_s', 0):.0f}" if tr[v].get("train/samples_per_s") else "–",
              f"{tr[v].get('train/seconds', 0):.1f}" if tr[v].get("train/seconds") else "–",
              f"{ev[v].get('eval/ms_per_query', float('nan')):.1f}" if ev[v] else "–"] for v in variants]
     lines += ["## Training and evaluation cost on this CPU", "",
-              *_table(["variant", "train samples/s", "train seconds", "eval ms/query"], rows),
+              *markdown_table(["variant", "train samples/s", "train seconds", "eval ms/query"], rows),
               "Backbone raw forward+backward speed beside the training rate: reports/benchmarks.md (## Training: SCRC).", ""]
 
     # ---- figures

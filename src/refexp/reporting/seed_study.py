@@ -16,11 +16,11 @@ from refexp.config import Config  # noqa: E402
 from refexp.metrics.seeds import seed_difference  # noqa: E402
 from refexp.reporting.attention_regression import PAPER_ORDER, PAPER_TABLE3  # noqa: E402
 from refexp.reporting.provenance import report_header  # noqa: E402
-from refexp.reporting.scrc_report import PAPER_ROWS, paper_order_claims, scarce_data_claims  # noqa: E402
+from refexp.reporting.scrc_report import PAPER_ROWS, markdown_table, paper_order_claims, scarce_data_claims  # noqa: E402
+from refexp.reporting.significance import VERDICT_TEXT  # noqa: E402
 
 TITLES = {"scrc": "SCRC (paper 000), P@1 over the image's annotated boxes",
           "attention_regression": "Attention box regression (paper 003), accuracy (IoU >= 0.5)"}
-_VERDICTS = {"a > b": "holds", "a < b": "reversed", "not resolved": "not resolved (interval spans 0)"}
 
 
 def paper_scores(model: str) -> dict[str, float]:
@@ -58,15 +58,13 @@ def summarise(scores: pd.DataFrame, cfg: Config) -> tuple[dict, dict[str, pd.Dat
                             f"{key}/seeds_ahead": d.seeds_a_ahead, f"{key}/verdict": d.verdict})
             rows.append({"claim": f"`{a}` > `{b}`", "per seed": " / ".join(f"{100 * x:+.2f}" for x in d.differences),
                          "mean": f"{100 * d.mean:+.2f}", "95% interval": f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
-                         "seeds where it holds": f"{d.seeds_a_ahead} of {d.n_seeds}", "over training seeds": _VERDICTS[d.verdict]})
+                         "seeds where it holds": f"{d.seeds_a_ahead} of {d.n_seeds}", "over training seeds": VERDICT_TEXT[d.verdict]})
         claim_tables[model] = pd.DataFrame(rows)
     return metrics, claim_tables
 
 
 def _markdown(df: pd.DataFrame) -> list[str]:
-    cols = list(df.columns)
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-            *["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)], ""]
+    return markdown_table(list(df.columns), df.astype(str).values.tolist())
 
 
 def _score_table(part: pd.DataFrame, model: str) -> pd.DataFrame:

@@ -31,7 +31,7 @@ def per_query_scores(prediction_files: dict[str, Path], score: Callable[[pd.Data
     return out
 
 
-_VERDICTS = {"a > b": "holds", "a < b": "reversed", "not resolved": "not resolved (interval spans 0)"}
+VERDICT_TEXT = {"a > b": "holds", "a < b": "reversed", "not resolved": "not resolved (interval spans 0)"}
 
 
 def significance_table(correct: dict[str, np.ndarray], pairs: list[tuple[str, str]], seed: int,
@@ -43,7 +43,7 @@ def significance_table(correct: dict[str, np.ndarray], pairs: list[tuple[str, st
         if a in correct and b in correct:
             d = paired_difference(correct[a], correct[b], seed=seed)
             rows.append(f"| `{a}` > `{b}` | {100 * d.difference:+.2f} | "
-                        f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}] | {_VERDICTS[d.verdict]} |")
+                        f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}] | {VERDICT_TEXT[d.verdict]} |")
     if not rows:
         return []
     return [f"Is each gap more than test-set noise? {metric}, paired bootstrap over the same test queries "
