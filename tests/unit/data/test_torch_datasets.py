@@ -1,14 +1,12 @@
-"""Torch datasets: the paper's x_spatial by hand, store coordinates, padding, proposals fallback."""
+"""Torch datasets: the paper's x_spatial by hand, store coordinates, padding."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from refexp.data.proposals import JITTERED, jittered_proposals, proposals_for_images
 from refexp.data.torch_datasets import (BoxExpressionDataset, ImageError, ImageStore, collate_sequences,
                                         spatial_features, to_store_boxes)
-from refexp.metrics.boxes import box_iou
 from refexp.text.vocab import Vocab
 
 
@@ -48,15 +46,3 @@ def test_unreadable_image_names_the_file(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ImageError, match="bad.png"):
         ImageStore(["bad.png"], tmp_path, 16)
-
-
-def test_jittered_fallback_covers_the_annotated_boxes(tmp_path):
-    boxes = np.array([[10, 10, 40, 40], [60, 5, 120, 50]], dtype=float)
-    props = jittered_proposals(boxes, 128, 128, 100, seed=1)
-    assert props.shape == (100, 4) and (props[:, 2] >= props[:, 0]).all() and props.max() <= 127
-    assert (box_iou(props, boxes).max(dim=0).values >= 0.5).all()
-    np.testing.assert_array_equal(props, jittered_proposals(boxes, 128, 128, 100, seed=1))
-    table = pd.DataFrame({"image_id": ["7", "7"], "region_id": ["7_1", "7_2"], "image_width": [128, 128],
-                          "image_height": [128, 128], "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 2], "y2": boxes[:, 3]})
-    out, source = proposals_for_images(tmp_path / "missing", table, 100, 0)
-    assert source == JITTERED and out["7"].shape == (100, 4)

@@ -10,8 +10,11 @@ import scipy.io
 from PIL import Image
 from pycocotools.coco import COCO
 
+from refexp.data import proposals
 from refexp.data.synthetic.vocabulary import SHAPES
+from refexp.metrics.boxes import box_iou_np
 from tests.conftest import require_shared
+from tests.unit.synthetic.conftest import TINY_SEED
 
 
 def _json(path):
@@ -52,21 +55,25 @@ def test_referit_json_and_proposals_are_written_like_the_release(tiny_world):
     our_head = (ours / "annotations" / "referit_bbox.json").read_text()[:40]
     assert real_head.count("\n") > 2 and our_head.count(",\n") >= 2 and '":\n[' in our_head
     real_line = (real / "proposals" / "40429.txt").read_text().splitlines()[0]
+    record = json.loads((ours / "annotations" / proposals.METHOD_FILE).read_text())
+    assert record["method"] == proposals.SELECTIVE_SEARCH and record["per_image"] == 100
+    covered = []
     for item in tiny_world.images[:3]:
         text = (ours / "proposals" / f"{item.image_id}.txt").read_text()
         lines = text.splitlines()
-        assert len(lines) == 100 and all(len(line) == len(real_line) for line in lines)
-        boxes = np.loadtxt(io.StringIO(text)).astype(int)
+        assert 0 < len(lines) <= 100 and all(len(line) == len(real_line) for line in lines)
+        boxes = np.loadtxt(io.StringIO(text), ndmin=2).astype(int)
         assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all()
         assert boxes.min() >= 0 and boxes[:, 2].max() < item.scene.width and boxes[:, 3].max() < item.scene.height
-        # every region is covered by some proposal at IoU >= 0.5
-        for r in item.scene.regions:
-            x1, y1, x2, y2 = r.box
-            ix = np.clip(np.minimum(boxes[:, 2], x2) - np.maximum(boxes[:, 0], x1) + 1, 0, None)
-            iy = np.clip(np.minimum(boxes[:, 3], y2) - np.maximum(boxes[:, 1], y1) + 1, 0, None)
-            area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-            iou = ix * iy / (area + (x2 - x1 + 1) * (y2 - y1 + 1) - ix * iy)
-            assert iou.max() >= 0.5
+        # Selective search on the pixels every reader decodes, seeded per image: not the ground truth.
+        with Image.open(ours / "images" / f"{item.image_id}.jpg") as im:
+            pixels = np.asarray(im.convert("RGB"))
+        expected = proposals.selective_search(pixels, 100, proposals.image_seed(str(item.image_id), TINY_SEED))
+        np.testing.assert_array_equal(boxes, expected)
+        truth = np.array([r.box for r in item.scene.regions], dtype=float)
+        covered += list(box_iou_np(boxes, truth).max(axis=0) >= 0.5)
+    # A real method finds most regions of these flat-shaded scenes, but not necessarily all of them.
+    assert np.mean(covered) >= 0.7
 
 
 def _imlist(root, split):

@@ -31,6 +31,12 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """uint8 (H, W, 3): the pixels every reader of the written JPEG gets."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def referit_mask_mat(mask: np.ndarray) -> bytes:
     """text_objseg's ReferIt mask file: key `segimg_t`, uint8, region pixels 0, others 1."""
     buf = io.BytesIO()

@@ -21,10 +21,10 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from refexp.data import proposals
 from refexp.data.synthetic import encoding
 from refexp.data.synthetic.grammar import KINDS, Geometry, normalise_mix, scene_expressions
 from refexp.data.synthetic.language import captions, region_descriptions
-from refexp.data.synthetic.proposals import edgebox_like_proposals
 from refexp.data.synthetic.scene import SceneParams, make_scene
 from refexp.data.synthetic.writers import WRITERS, SyntheticImage
 
@@ -67,7 +67,6 @@ def build_image(index: int, seed: int, split: str, params: SceneParams, weights:
         captions=captions(scene, captions_per_image, rng),
         region_descriptions=region_descriptions(scene, vg_regions_per_image,
                                                 np.random.default_rng([seed, VG_STREAM, index]), geometry),
-        proposals=edgebox_like_proposals(scene, rng),
     )
 
 
@@ -107,6 +106,10 @@ class _ImageJob:
         item = build_image(index, self.seed, self.splits[index], self.params, np.array(self.weights),
                            self.expressions_per_target, self.captions_per_image, self.vg_regions_per_image)
         item.jpeg = encoding.jpeg_bytes(item.scene.image)
+        if any(f == "referit" for f, _ in self.roots):
+            # Proposals from a real method, on the pixels every reader decodes (not the ground truth).
+            item.proposals = proposals.selective_search(encoding.decode_jpeg(item.jpeg), proposals.DEFAULT_COUNT,
+                                                        proposals.image_seed(str(item.image_id), self.seed))
         records = {f: WRITERS[f](root).write_image(item) for f, root in self.roots}
         stats: Counter = Counter()
         _tally(stats, item)

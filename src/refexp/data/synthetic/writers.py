@@ -2,8 +2,9 @@
 
 - ReferIt (Hu et al.'s text_objseg / SCRC release, laid out like ../shared/data/referit):
   images/<id>.jpg, mask/<id>_<k>.mat, proposals/<id>.txt, splits/referit_<split>_imlist.txt,
-  annotations/referit_{query_<split>,bbox,imcrop,imsize}.json, plus the sidecar
-  annotations/referit_expression_kinds.json ({"<id>_<k>": [kind per expression]}).
+  annotations/referit_{query_<split>,bbox,imcrop,imsize}.json, plus the sidecars
+  annotations/referit_expression_kinds.json ({"<id>_<k>": [kind per expression]}) and
+  annotations/referit_proposals.json (the proposals' method: selective search, not EdgeBox).
 - COCO 2014: annotations/{instances,captions}_{train,val}2014.json, train2014/ and val2014/
   images named COCO_<split>2014_%012d.jpg. Our val AND test images both go to val2014 (as
   in the Karpathy captioning splits); annotations/synthetic_image_splits.json maps every
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refexp.data import proposals
 from refexp.data.synthetic import encoding
 from refexp.data.synthetic.grammar import Expression
 from refexp.data.synthetic.language import RegionDescription
@@ -48,7 +50,8 @@ class SyntheticImage:
     expressions: list[list[Expression]]  # per region, in region order
     captions: list[str]
     region_descriptions: list[RegionDescription]
-    proposals: np.ndarray
+    # Selective search on the decoded JPEG (refexp.data.proposals), set before the ReferIt writer runs.
+    proposals: np.ndarray | None = field(repr=False, default=None)
     jpeg: bytes = field(repr=False, default=b"")
 
 
@@ -76,6 +79,8 @@ class ReferitWriter:
     def write_image(self, item: SyntheticImage) -> dict:
         sid = str(item.image_id)
         _write(self.root / "images" / f"{sid}.jpg", item.jpeg)
+        if item.proposals is None:
+            raise ValueError(f"image {sid}: proposals were not computed before writing the ReferIt layout")
         _write(self.root / "proposals" / f"{sid}.txt", encoding.proposals_text(item.proposals))
         regions = []
         for region, exprs in zip(item.scene.regions, item.expressions):
@@ -110,6 +115,8 @@ class ReferitWriter:
         _write(ann / "referit_imcrop.json", encoding.referit_json(self.imcrop))
         _write(ann / "referit_imsize.json", encoding.referit_json(self.imsize))
         _write(ann / "referit_expression_kinds.json", encoding.referit_json(self.kinds))
+        # Which method made proposals/<id>.txt (read by refexp.data.proposals.layout_method).
+        _write(ann / proposals.METHOD_FILE, encoding.compact_json(proposals.method_record(proposals.DEFAULT_COUNT)))
         lists = dict(self.imlist)
         lists["trainval"] = self.imlist["train"] + self.imlist["val"]
         lists["all"] = lists["trainval"] + self.imlist["test"]
