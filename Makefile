@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Stages and flows are imported as top-level packages from the repo root.
 export PYTHONPATH := $(CURDIR)
+# One CPU kernel path on every x86 machine (refexp.numerics; the stages set the same defaults).
+export ATEN_CPU_CAPABILITY ?= avx2
+export MKL_CBWR ?= AVX2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
 
 .PHONY: setup run test test-fast ui lock check-java clean referit-image-free seed-study
 

@@ -81,7 +81,7 @@ def measure(cfg, threads: int, steps: int) -> dict:
     out: dict = {"threads": threads, "batch": b}
 
     crops = torch.rand(2 * b, 3, s.crop_size, s.crop_size)
-    backbone = model.cnn_local.backbone
+    backbone = model.cnn_local.descriptor.net
 
     def backbone_step():
         backbone(crops).mean().backward()

@@ -1,8 +1,10 @@
-"""prepare_referit: ReferIt-format raw layout -> common-schema tuples and a train-only vocabulary.
+"""prepare_referit: ReferIt-format raw layout -> common-schema tuples and a vocabulary: SCRC's
+released vocab/vocabulary_scrc.txt when the layout has it (prepare_referit.vocabulary: released),
+else the train split's words.
 
 Inputs: data/raw/<item>/ (ReferIt layout, real or synthetic).
 Outputs: data/prepare_referit/<item>/{tuples.parquet, vocab.txt}, reports/metrics/prepare_referit/<item>.json.
-Params: prepare_referit.min_word_count, prepare_referit.max_tokens, datasets.
+Params: prepare_referit.min_word_count, .max_tokens, .vocabulary, datasets.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ def run(cfg: Config, item: str) -> dict:
     paths = Paths.from_config(cfg)
     section = cfg.prepare_referit
     tuples, vocab, metrics = prepare_referit(paths.raw(item), item, section.min_word_count,
-                                             section.max_tokens, paths.root)
+                                             section.max_tokens, paths.root, section.vocabulary)
     write_parquet(tuples, paths.tuples(item))
     vocab.save(paths.vocab(item))
     write_json(paths.metrics("prepare_referit", item), metrics)

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from refexp.numerics import pin_cpu_numerics
+
+# The stages' kernel path (stages/__init__.py does the same), before any test imports torch.
+pin_cpu_numerics()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REFEXP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -112,7 +112,10 @@ class SyntheticConfig(Section):
 
 class PrepareReferitConfig(Section):
     datasets: list[str] = Field(default_factory=lambda: ["referit"])
-    # Words seen fewer times in train map to <unk>.
+    # released: SCRC's 8,800-word vocab/vocabulary_scrc.txt where the layout has it (both box papers
+    # use it), else the train split's words; train: always the train split's words.
+    vocabulary: Literal["released", "train"] = "released"
+    # Words seen fewer times in train map to <unk> (train-split vocabularies).
     min_word_count: int = Field(1, ge=1)
     max_tokens: int = Field(20, ge=1)
 
@@ -144,7 +147,10 @@ class TrainingConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
-    schedule: Literal["constant", "cosine"] = "constant"
+    # step: lr * step_gamma ** (step // step_size), Caffe's "step" policy (the SCRC and LRCN solvers).
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    step_size: int = Field(1000, ge=1)
+    step_gamma: float = Field(0.5, gt=0, le=1)
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float | None = Field(None, gt=0)
     checkpoint_every: int = Field(100, ge=1)
@@ -166,6 +172,27 @@ class TrainingConfig(Section):
         except ValidationError as err:
             raise ConfigError(_format_errors(err, "training overrides")) from None
 
+
+
+class PretrainBackboneConfig(Section):
+    """The embedded ImageNet stand-in (stages/pretrain_backbone.py, refexp.training.backbone): the
+    `tiny` CNN trained once on COCO train2014 images to label each pixel's category and colour."""
+
+    dataset: str = "coco"
+    backbone: Literal["tiny"] = "tiny"
+    image_size: int = Field(128, ge=16)  # images held in memory at this size
+    crop_size: int = Field(64, ge=16)  # each training crop enters the CNN at this size
+    # Crop sides are drawn uniformly from min_crop..1 of the image side (scale augmentation).
+    min_crop: float = Field(0.15, gt=0.0, le=1.0)
+    colour_weight: float = Field(1.0, ge=0.0)
+    # Category cross-entropy weights freq^-class_balance (0: unweighted; objects are a few % of the pixels).
+    class_balance: float = Field(0.5, ge=0.0, le=1.0)
+    # Share of the train2014 images held out to measure the backbone (never trained on).
+    holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # Cap on training images (null: all): a real COCO train2014 holds 83k.
+    max_images: int | None = Field(None, ge=1)
+    # Overrides of the `training` section.
+    training: dict[str, Any] = Field(default_factory=dict)
 
 
 class AttentionRegressionModelConfig(Section):
@@ -220,8 +247,9 @@ class AttentionRegressionConfig(Section):
     freeze_backbone: bool = True
     image_size: int = Field(224, ge=16)
     model: AttentionRegressionModelConfig = AttentionRegressionModelConfig()
-    # Overrides of the `training` section (paper: batch 20, Adam 0.001, 0.9, 0.999).
-    training: dict[str, Any] = Field(default_factory=dict)
+    # Overrides of the `training` section; the default is the paper's Table 1: Adam 0.001 (betas 0.9,
+    # 0.999, torch's defaults), batch 20 (the paper gives no step count).
+    training: dict[str, Any] = Field(default_factory=lambda: {"optimizer": "adam", "lr": 0.001, "batch_size": 20})
     eval_batch_size: int = Field(256, ge=1)
     figure_examples: int = Field(4, ge=1)
     # variant name -> overrides of `model` (the paper's Table 3 rows and the text-only regression).
@@ -305,31 +333,62 @@ class ScrcVariant(Section):
         return self
 
 
+# The released solvers: LRCN's coco_caption/lrcn_solver.prototxt (caption pretraining) and SCRC's
+# prototxt/scrc_full_vgg_solver.prototxt (fine-tuning, batch "buffer_50"): SGD, Caffe's step policy,
+# gradients clipped at 10, and a fine-tuning rate 10x below the pretraining one (the paper's Sec. 3.3).
+SCRC_PAPER_PRETRAIN = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "step", "step_size": 20000,
+                       "step_gamma": 0.5, "steps": 110000, "grad_clip": 10.0, "batch_size": 100}
+SCRC_PAPER_FINETUNE = {"optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "schedule": "step", "step_size": 30000,
+                       "step_gamma": 0.5, "steps": 90000, "grad_clip": 10.0, "batch_size": 50}
+
+
 class ScrcConfig(Section):
-    """SCRC (stages pretrain_scrc, train_scrc, evaluate_scrc); sizes scaled for CPU (paper: 1000-d)."""
+    """SCRC (stages pretrain_scrc, train_scrc, evaluate_scrc). Defaults are the paper's real-run setting
+    (VGG-16 fc8 features, 1000-d LSTMs, its solvers, trainval); params.yaml scales them for the CPU."""
 
     dataset: str = "referit"
     caption_dataset: str = "coco"
-    backbone: Literal["tiny", "resnet18", "vgg16"] = "tiny"
-    pretrained: bool = False
-    image_size: int = Field(128, ge=16)  # images held in memory at this size
-    crop_size: int = Field(32, ge=8)  # I_box and I_im enter the CNNs at this size
-    embed_dim: int = Field(64, ge=1)
-    hidden: int = Field(128, ge=1)
-    feature_dim: int = Field(128, ge=1)
+    backbone: Literal["tiny", "resnet18", "vgg16"] = "vgg16"
+    pretrained: bool = True
+    # x_box / x_context: "fc8" = VGG-16's 1000-d classifier output (the paper), "pooled" = a linear
+    # projection of the backbone's average-pooled feature map (any backbone; `tiny` has no fc8).
+    image_feature: Literal["fc8", "pooled"] = "fc8"
+    image_size: int = Field(256, ge=16)  # images held in memory at this size
+    crop_size: int = Field(224, ge=8)  # I_box and I_im enter the CNNs at this size
+    embed_dim: int = Field(1000, ge=1)
+    hidden: int = Field(1000, ge=1)
+    feature_dim: int = Field(1000, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     max_tokens: int = Field(20, ge=1)
+    # The split SCRC fine-tunes on: the paper's "ReferIt trainval set" (nothing is selected on val).
+    finetune_split: Literal["train", "trainval"] = "trainval"
     # Overrides of the `training` section for caption pretraining and for fine-tuning.
-    pretrain_training: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
+    pretrain_training: dict[str, Any] = Field(default_factory=lambda: dict(SCRC_PAPER_PRETRAIN))
+    training: dict[str, Any] = Field(default_factory=lambda: dict(SCRC_PAPER_FINETUNE))
     # true: frozen backbone; x_box/x_context from data/extract_features/<dataset> (memory-mapped).
     frozen_backbone: bool = False
-    # Proposals: EdgeBox files of the raw layout when present, else jittered annotated boxes.
+    # Proposals: the raw layout's files (EdgeBox for the official ReferIt), else selective search.
     n_proposals: int = Field(100, ge=1)
     # R@K over proposals on a seeded subset of this many test queries (null: all); P@1 uses all.
     proposal_queries: int | None = Field(None, ge=1)
     figure_examples: int = Field(4, ge=0)
     variants: dict[str, ScrcVariant] = Field(default_factory=lambda: {"scrc_full": ScrcVariant()})
+
+    @model_validator(mode="after")
+    def _image_feature_fits(self) -> "ScrcConfig":
+        if self.image_feature == "fc8":
+            if self.backbone != "vgg16":
+                raise ValueError(f"image_feature 'fc8' is VGG-16's classifier output; backbone '{self.backbone}' "
+                                 "has none (use image_feature: pooled)")
+            if self.feature_dim != 1000:
+                raise ValueError(f"image_feature 'fc8' gives 1000-d x_box/x_context; feature_dim is {self.feature_dim}")
+        return self
+
+    def pretrain_config(self, base: "TrainingConfig") -> "TrainingConfig":
+        return base.merged(self.pretrain_training)
+
+    def finetune_config(self, base: "TrainingConfig", variant: str) -> "TrainingConfig":
+        return base.merged(self.training).merged(self.variant(variant).training)
 
     def variant(self, name: str) -> ScrcVariant:
         if name not in self.variants:
@@ -338,12 +397,14 @@ class ScrcConfig(Section):
 
 
 class ExtractFeaturesConfig(Section):
-    """Feature cache of a frozen backbone (stages/extract_features.py): pooled features of every
-    annotated box, proposal and whole image of each dataset, stored once, memory-mapped by readers."""
+    """Feature cache of a frozen backbone (stages/extract_features.py): the descriptor (pooled map or
+    VGG-16 fc8) of every annotated box, proposal and whole image of each dataset, stored once,
+    memory-mapped by readers."""
 
     datasets: list[str] = Field(default_factory=lambda: ["referit"])
     backbone: Literal["tiny", "resnet18", "vgg16"] = "tiny"
     pretrained: bool = False
+    image_feature: Literal["fc8", "pooled"] = "pooled"
     image_size: int = Field(128, ge=16)
     crop_size: int = Field(32, ge=8)
     n_proposals: int = Field(100, ge=1)
@@ -433,6 +494,7 @@ class Config(Section):
     report_data: ReportDataConfig = ReportDataConfig()
     report_index: ReportIndexConfig = ReportIndexConfig()
     training: TrainingConfig = TrainingConfig()
+    pretrain_backbone: PretrainBackboneConfig = PretrainBackboneConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
     scrc: ScrcConfig = ScrcConfig()
     extract_features: ExtractFeaturesConfig = ExtractFeaturesConfig()

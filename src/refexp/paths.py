@@ -19,6 +19,8 @@ class Paths:
     reports: Path
     # dataset name -> format, so that prepare_<format>/<dataset> is found by name.
     formats: tuple[tuple[str, str], ...] = ()
+    # Where pretrained backbones live (models/backbone); kept when a study moves `models` elsewhere.
+    backbones: Path | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, root: str | Path = ".") -> "Paths":
@@ -29,6 +31,7 @@ class Paths:
             models=root / cfg.paths.models,
             reports=root / cfg.paths.reports,
             formats=tuple((name, d.format) for name, d in cfg.datasets.items()),
+            backbones=root / cfg.paths.models / "backbone",
         )
 
     def raw(self, dataset: str) -> Path:
@@ -44,6 +47,13 @@ class Paths:
 
     def model_dir(self, model: str, variant: str) -> Path:
         return self.models / model / variant
+
+    def backbone_weights(self, backbone: str, pretrained: bool) -> Path | None:
+        """The pretrain_backbone checkpoint that `pretrained: true` means for `tiny`
+        (models/backbone/tiny/backbone.pt); None where the weights are ImageNet's or random."""
+        if backbone == "tiny" and pretrained:
+            return (self.backbones or self.models / "backbone") / backbone / "backbone.pt"
+        return None
 
     def metrics(self, stage: str, item: str | None = None) -> Path:
         name = f"{item}.json" if item else "metrics.json"

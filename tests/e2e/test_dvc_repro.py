@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 E2E_OVERRIDES: dict = {
     "synthetic": {"n_images": 24},
     "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2},
-    "scrc": {"embed_dim": 8, "hidden": 16, "feature_dim": 8, "crop_size": 16, "n_proposals": 12,
-             "figure_examples": 2, "pretrain_training": {"steps": 3}},
+    "pretrain_backbone": {"crop_size": 16, "training": {"steps": 3, "batch_size": 4}},
+    "scrc": {"embed_dim": 8, "hidden": 16, "feature_dim": 8, "image_size": 64, "crop_size": 16, "n_proposals": 12,
+             "figure_examples": 2, "pretrain_training": {"steps": 3}, "training": {"steps": 4}},
     "attention_regression": {"training": {"steps": 4, "batch_size": 8}, "figure_examples": 2},
     "build_region_benchmark": {"meteor_jvms": 1, "dask": {"local_workers": 1, "join_blocks": 2}},
 }
@@ -68,10 +69,12 @@ def test_every_stage_ran_and_reports_exist(reproduced):
     stages = _run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], reproduced).stdout.split()
     lock = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
     assert set(stages) == set(lock)
-    for report in ("data", "scrc", "attention_regression", "index"):
+    for report in ("data", "backbone", "scrc", "attention_regression", "index"):
         assert (reproduced / "reports" / f"{report}.md").stat().st_size > 200
     index = (reproduced / "reports" / "index.md").read_text()
     assert "| evaluate_scrc | scrc_full |" in index and "| evaluate_attention_regression | attention_full |" in index
+    # Every row of this run is the embedded world's, in its own section.
+    assert "### Embedded world (synthetic data, `make run`)" in index and "### Real data" not in index
 
 
 def test_repro_is_complete_and_up_to_date(reproduced):

@@ -55,7 +55,7 @@ def tiny_config(**training):
         "training": {"steps": 12, "batch_size": 8, "lr": 0.003, "checkpoint_every": 5, "log_every": 2, **training},
         "attention_regression": {
             "dataset": "referit", "backbone": "tiny", "pretrained": False, "freeze_backbone": False,
-            "image_size": 32, "eval_batch_size": 16,
+            "image_size": 32, "eval_batch_size": 16, "training": {},
             "model": {"embedding_dim": 8, "lstm_hidden": 12, "feature_grid": 4, "image_attention_hidden": 10,
                       "image_attention_layers": 2, "text_attention_hidden": 8, "region_hidden": 10,
                       "dropout": 0.1, "lambda_squared_error": 0.01},

@@ -14,7 +14,8 @@ def image_free_config():
     raw = tiny_config().model_dump()
     raw["datasets"]["referit_real"] = {"format": "referit", "source": "local", "root": "unused"}
     raw["attention_regression"]["variants"] = VARIANTS
-    raw["scrc"] = {"embed_dim": 8, "hidden": 12, "feature_dim": 8, "training": {"steps": 6},
+    raw["scrc"] = {"backbone": "tiny", "pretrained": False, "image_feature": "pooled", "embed_dim": 8, "hidden": 12,
+                   "feature_dim": 8, "training": {"steps": 6},
                    "variants": {"scrc_image_free": {"use_box": False, "use_context": False, "transfer": False}}}
     raw["referit_image_free"] = {"dataset": "referit_real", "regression_training": {"steps": 10},
                                  "scrc_training": {"steps": 6}}

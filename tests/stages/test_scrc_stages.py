@@ -29,25 +29,38 @@ def tiny_params() -> dict:
                      "visual_genome": {"format": "visual_genome", "source": "synthetic"}},
         "fetch_data": {"datasets": ["referit", "coco"]},
         "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2, "cpu_threads": 1},
-        "scrc": {"embed_dim": 8, "hidden": 16, "feature_dim": 8, "crop_size": 16, "n_proposals": 12,
-                 "figure_examples": 2, "pretrain_training": {"steps": 3}, "variants": VARIANTS},
+        "pretrain_backbone": {"crop_size": 16, "training": {"steps": 3, "batch_size": 4}},
+        "scrc": {"backbone": "tiny", "pretrained": True, "image_feature": "pooled", "image_size": 64, "embed_dim": 8, "hidden": 16,
+                 "feature_dim": 8, "crop_size": 16, "n_proposals": 12, "figure_examples": 2,
+                 "pretrain_training": {"steps": 3}, "training": {}, "variants": VARIANTS},
     }
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scrc_world")
+def prepare_world(root) -> None:
+    """The tiny world's prepared tables and its pretrained `tiny` backbone (what pretrained: true reads)."""
+    from refexp.paths import Paths
+    from refexp.training.backbone import pretrain
+
     generate(root / "data" / "raw", 10, 0, formats=("referit", "coco"))
     tuples, vocab, _ = prepare_referit(root / "data/raw/referit", "referit", 1, 20, root)
     out = root / "data/prepare_referit/referit"
     out.mkdir(parents=True)
     tuples.to_parquet(out / "tuples.parquet")
     vocab.save(out / "vocab.txt")
-    caps, _, cvocab, _ = prepare_coco(root / "data/raw/coco", "coco", 1, 20, root)
+    caps, instances, cvocab, _ = prepare_coco(root / "data/raw/coco", "coco", 1, 20, root)
     out = root / "data/prepare_coco/coco"
     out.mkdir(parents=True)
     caps.to_parquet(out / "captions.parquet")
+    instances.to_parquet(out / "instances.parquet")
     cvocab.save(out / "vocab.txt")
+    cfg = parse_config(tiny_params())
+    pretrain(cfg, Paths.from_config(cfg, root), progress=False)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scrc_world")
+    prepare_world(root)
     return root
 
 
@@ -58,15 +71,19 @@ def test_scrc_stages_end_to_end(world, monkeypatch):
     cfg = parse_config(tiny_params())
     pre = pretrain_scrc.run(cfg)
     assert pre["train/steps"] == 3 and (world / "models/scrc/pretrained/model.pt").exists()
+    tuples = pd.read_parquet(world / "data/prepare_referit/referit/tuples.parquet")
     for variant in VARIANTS:
         m = train_scrc.run(cfg, variant)
         assert m["train/steps"] == (0 if variant == "lrcn_retriever" else 4)
+        if variant == "scrc_full":  # the paper fine-tunes on trainval
+            assert m["train/tuples"] == int(tuples["split"].isin(["train", "val"]).sum()) > int((tuples["split"] == "train").sum())
         e = evaluate_scrc.run(cfg, variant)
         for key in ("test/p_at_1", "test/recall_at_1", "test/recall_at_10", "test/oracle_recall_at_100",
                     "test/chance_p_at_1", "test/p_at_1_length_normalised"):
             assert 0.0 <= e[key] <= 1.0, key
         assert e["test/p_at_1"] == e["test/p_at_1_length_normalised"]
-        assert e["test/proposal_source"] == "edgebox"  # the synthetic world writes proposals/<id>.txt
+        # The synthetic world writes proposals/<id>.txt by selective search, and says so.
+        assert e["test/proposal_source"] == "selective_search_fast"
         assert any(k.startswith("test/p_at_1/") for k in e)
         saved = json.loads((world / f"reports/metrics/evaluate_scrc/{variant}.json").read_text())
         assert saved["test/queries"] == e["test/queries"] > 0
@@ -84,6 +101,10 @@ def test_scrc_stages_end_to_end(world, monkeypatch):
     text = (world / "reports/scrc.md").read_text()
     assert r["variants_reported"] == len(VARIANTS)
     assert "72.74%" in text and "SCRC (w/o context, spatial, transfer)" in text
+    # The report opens with what it ran on and names the proposals truthfully.
+    assert text.index("## What this ran on") < text.index("## Table 1") < text.index("## Provenance")
+    assert "synthetic data (the embedded world)" in text and "pretrain_backbone checkpoint" in text
+    assert "`selective_search_fast`: OpenCV selective search" in text and "59.38%" in text
     assert (world / "reports/figures/scrc/training_curves.png").exists()
 
 

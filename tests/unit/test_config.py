@@ -84,3 +84,28 @@ def test_paths_are_derived_from_params():
     assert str(paths.metrics("fetch_data", "coco")) == "/r/reports/metrics/fetch_data/coco.json"
     with pytest.raises(KeyError):
         paths.tuples("missing")
+
+
+def test_scrc_defaults_are_the_papers_and_fc8_is_checked():
+    from refexp.config import SCRC_PAPER_FINETUNE, SCRC_PAPER_PRETRAIN, ScrcConfig, TrainingConfig
+
+    paper = ScrcConfig()
+    assert (paper.backbone, paper.pretrained, paper.image_feature, paper.feature_dim, paper.hidden) == \
+        ("vgg16", True, "fc8", 1000, 1000)
+    assert paper.finetune_split == "trainval"
+    pre, ft = paper.pretrain_config(TrainingConfig()), paper.finetune_config(TrainingConfig(), "scrc_full")
+    assert (pre.optimizer, pre.lr, ft.optimizer, ft.lr) == ("sgd", 0.01, "sgd", 0.001) and ft.lr < pre.lr
+    assert pre.model_dump().items() >= SCRC_PAPER_PRETRAIN.items() and ft.model_dump().items() >= SCRC_PAPER_FINETUNE.items()
+    with pytest.raises(ValueError, match="backbone 'tiny' has none"):
+        ScrcConfig(backbone="tiny")
+    with pytest.raises(ValueError, match="feature_dim is 64"):
+        ScrcConfig(feature_dim=64)
+    assert ScrcConfig(backbone="tiny", image_feature="pooled", feature_dim=64).feature_dim == 64
+
+
+def test_regression_training_default_is_table_1():
+    from refexp.config import AttentionRegressionConfig, AttentionRegressionModelConfig
+
+    assert AttentionRegressionConfig().training == {"optimizer": "adam", "lr": 0.001, "batch_size": 20}
+    m = AttentionRegressionModelConfig()
+    assert (m.dropout, m.lambda_squared_error, m.lambda_penalty) == (0.6, 1e-4, 1e-5)

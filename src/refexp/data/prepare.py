@@ -16,7 +16,7 @@ from refexp.data import coco, referit
 from refexp.data.coco import encode_mask
 from refexp.data.schema import to_frame
 from refexp.data.skips import DataError, SkipCounter
-from refexp.text.vocab import Vocab
+from refexp.text.vocab import SPECIALS, Vocab
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,19 @@ def _referit_masks(raw_dir: Path, df: pd.DataFrame, skips: SkipCounter) -> pd.Se
     return df["region_id"].map(rles).astype("string")
 
 
+def referit_vocab(raw_dir: Path, train_tokens: pd.Series, min_word_count: int, source: str) -> tuple[Vocab, str]:
+    """The released SCRC vocabulary when `source` is "released" and the layout has it, else the
+    train split's words; and a description of which it is."""
+    if source == "released":
+        released = referit.released_vocabulary(raw_dir)
+        if released is not None:
+            path, words = released
+            return Vocab(SPECIALS + tuple(words)), f"released {path.name} ({len(words)} words)"
+    return Vocab.build(train_tokens, min_word_count), f"train split (words seen >= {min_word_count} times)"
+
+
 def prepare_referit(raw_dir: Path, dataset: str, min_word_count: int, max_tokens: int,
-                    repo_root: Path = Path(".")) -> tuple[pd.DataFrame, Vocab, dict]:
+                    repo_root: Path = Path("."), vocabulary: str = "train") -> tuple[pd.DataFrame, Vocab, dict]:
     skips = SkipCounter()
     parts = [referit.load(raw_dir, split, skips=skips) for split in REFERIT_SPLITS]
     df = pd.concat(parts, ignore_index=True)
@@ -80,8 +91,9 @@ def prepare_referit(raw_dir: Path, dataset: str, min_word_count: int, max_tokens
     df["mask_rle"] = _referit_masks(raw_dir, df, skips)
     truncated = _clip_tokens(df, "tokens", max_tokens)
     df = to_frame(df)
-    vocab = Vocab.build(df.loc[df["split"] == "train", "tokens"], min_word_count)
+    vocab, vocab_source = referit_vocab(raw_dir, df.loc[df["split"] == "train", "tokens"], min_word_count, vocabulary)
     metrics = {f"{split}/tuples": int((df["split"] == split).sum()) for split in REFERIT_SPLITS}
+    metrics["vocab/source"] = vocab_source
     metrics.update({f"{split}/images": int(df.loc[df["split"] == split, "image_id"].nunique())
                     for split in REFERIT_SPLITS})
     metrics["truncated_expressions"] = truncated

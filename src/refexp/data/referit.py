@@ -86,7 +86,7 @@ class ReferItLayout:
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
             for name in filenames:
-                if name.startswith("referit_"):
+                if name.startswith(("referit_", "vocabulary_")):
                     layout.files.setdefault(name, []).append(here / name)
             keep = []
             for d in sorted(dirnames):
@@ -258,6 +258,37 @@ def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.D
     log.info("ReferIt %s: %d expressions from %s (%d skipped)",
              split, len(cols["image_id"]), query_path, skips.total)
     return to_frame(pd.DataFrame(cols))
+
+
+RELEASED_VOCABULARY = "vocabulary_scrc.txt"
+# Special tokens of the released vocabularies (SCRC's starts with <unk>; text_objseg's with <pad> <go> <eos> <unk>).
+RELEASED_SPECIALS = ("<unk>", "<pad>", "<go>", "<eos>", "<bos>")
+
+
+def released_vocabulary(root: str | Path) -> tuple[Path, list[str]] | None:
+    """SCRC's released 8,800-word vocabulary (vocab/vocabulary_scrc.txt) as (file, words without the
+    special tokens), or None when the layout has none. A repeated word is a DataError. The release's
+    tokenizer keeps runs of punctuation as tokens (', "', '. .'); they stay entries that ours never emits."""
+    layout = ReferItLayout.discover(root)
+    path = layout.find(RELEASED_VOCABULARY)
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(path, f"unreadable vocabulary ({err})") from None
+    words, seen = [], set()
+    for number, line in enumerate(lines, 1):
+        word = line.strip()
+        if not word or word in RELEASED_SPECIALS:
+            continue
+        if word in seen:
+            raise DataError(path, f"word {word!r} is listed twice", record=f"line {number}")
+        seen.add(word)
+        words.append(word)
+    if not words:
+        raise DataError(path, "the vocabulary lists no word")
+    return path, words
 
 
 def read_mask(path: str | Path, image_size: tuple[int, int] | None = None) -> np.ndarray:

@@ -3,8 +3,10 @@
 A Backbone maps images as floats in [0, 1], (B, 3, H, W), to a feature map (B, C, H/s, W/s);
 ImageNet mean/std normalisation happens inside, so callers never normalise twice.
 
-- `tiny`: a 4-conv CNN (stride 8, 128 channels) for the embedded default on CPU. It has no
-  ImageNet weights; `pretrained: true` is an error rather than a silent random init.
+- `tiny`: a 4-conv CNN (stride 8, 128 channels) for the embedded default on CPU. It has no ImageNet
+  weights: its `pretrained: true` means the checkpoint of the pretrain_backbone stage
+  (refexp.training.backbone: per-pixel category and colour on the COCO train2014 images), passed as
+  `weights_file`. Without that file it is an error, never a silent random init.
 - `resnet18`: torchvision ResNet-18 up to layer4 (stride 32, 512 channels).
 - `vgg16`: torchvision VGG-16 conv5_3 after ReLU, the papers' choice (stride 16, 512 channels).
 
@@ -14,6 +16,8 @@ when cached there, downloaded otherwise; torch.hub loads them with weights_only=
 `pretrained=False` gives torchvision's random init.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,12 +69,55 @@ def _vgg16(pretrained: bool) -> tuple[nn.Module, int, int]:
     return net.features[:-1], 512, 16
 
 
-def build_backbone(name: str, pretrained: bool) -> Backbone:
+class BackboneWeightsError(ValueError):
+    """Pretrained weights that are missing or do not fit the backbone, naming the file."""
+
+
+def load_body_weights(body: nn.Module, weights_file: str | Path) -> None:
+    """Load a saved backbone body (refexp.training.backbone.save_backbone) with weights_only=True."""
+    path = Path(weights_file)
+    if not path.is_file():
+        raise BackboneWeightsError(f"{path}: pretrained backbone weights not found; run the "
+                                   "pretrain_backbone stage (dvc repro pretrain_backbone) first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        body.load_state_dict(state)
+    except (RuntimeError, KeyError, EOFError, OSError, ValueError) as err:
+        raise BackboneWeightsError(f"{path}: not weights of this backbone ({type(err).__name__}: {err})") from None
+
+
+class Vgg16Fc8(nn.Module):
+    """VGG-16's whole classifier: (B, 3, H, W) in [0, 1] -> fc8 (B, 1000), SCRC's x_box / x_context.
+
+    The conv body, the 7x7 adaptive pool and fc6-fc8 of torchvision's vgg16 with ImageNet normalisation
+    first; at the 224 x 224 input the network was trained on, this is exactly torchvision's logits."""
+
+    dim = 1000
+
+    def __init__(self, pretrained: bool):
+        super().__init__()
+        from torchvision.models import VGG16_Weights, vgg16
+
+        net = vgg16(weights=VGG16_Weights.IMAGENET1K_V1 if pretrained else None)
+        self.features, self.avgpool, self.classifier = net.features, net.avgpool, net.classifier
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.avgpool(self.features((images - self.mean) / self.std))  # (B, 512, 7, 7)
+        return self.classifier(torch.flatten(fmap, 1))  # (B, 1000)
+
+
+def build_backbone(name: str, pretrained: bool, weights_file: str | Path | None = None) -> Backbone:
+    """`weights_file`: the pretrained `tiny` body (what `pretrained` means for it); ignored by the
+    torchvision backbones, whose pretrained weights are ImageNet's."""
     if name == "tiny":
-        if pretrained:
-            raise ValueError("backbone 'tiny' has no ImageNet weights; set pretrained: false "
-                             "or use resnet18/vgg16")
         body, channels, stride = _tiny()
+        if pretrained:
+            if weights_file is None:
+                raise BackboneWeightsError("backbone 'tiny' with pretrained: true needs the pretrain_backbone "
+                                           "checkpoint (no weights file was given)")
+            load_body_weights(body, weights_file)
     elif name == "resnet18":
         body, channels, stride = _resnet18(pretrained)
     elif name == "vgg16":

@@ -18,23 +18,24 @@ Configurations (flags):
 - image-free: use_box=False, use_context=False: LSTM_local reads [h_language, x_spatial] only.
 `transfer_from_captioner` implements Sec. 3.2: language parts copied; LSTM_global's weights
 (Eqs. 3-6) copied into LSTM_local with zero weights on the 8 x_spatial inputs; W_global copied
-into W_local; CNN_global copied into CNN_local (our deviation: the paper starts both CNNs from
-ImageNet VGG-16; the `tiny` backbone has no ImageNet weights, so the captioner's CNN is the
-best available start). With use_context=False and before any fine-tuning the transferred model
-scores a box exactly as the captioner scores the box crop: that is the LRCN-as-retriever baseline.
+into W_local; CNN_global copied into CNN_local. The paper's captioner keeps ImageNet VGG-16 frozen
+(LRCN's "freeze-convnet"), so there both CNNs start from ImageNet; ours trains its CNN, and copying it
+keeps the LRCN-as-retriever baseline exact: with use_context=False and before any fine-tuning the
+transferred model scores a box exactly as the captioner scores the box crop. Without transfer both
+CNNs start from the backbone's pretrained weights (ImageNet, or the pretrain_backbone checkpoint for
+`tiny`), as the paper's "w/o transfer" row does.
 
-Deviation from the paper's sizes: x_box/x_context are a linear projection of the backbone's
-pooled feature map (the paper uses VGG-16 fc8, 1000-d) and the LSTMs are smaller than 1000-d;
-both are params (scrc.feature_dim, scrc.hidden). `cached_features=True` (scrc.frozen_backbone) keeps
-the backbone frozen: x_box/x_context are projections of pooled features from the feature cache
-(refexp.training.features), and only the projections, LSTMs and word layers train.
+x_box/x_context (`image_feature`): VGG-16's fc8 output, 1000-d, fed as is (the paper), or a linear
+projection of the backbone's pooled feature map to feature_dim (any backbone; the embedded `tiny`).
+`cached_features=True` (scrc.frozen_backbone) keeps the backbone frozen: the descriptors come from the
+feature cache (refexp.training.features), and only the projections, LSTMs and word layers train.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from refexp.models.layers import PooledImageEncoder, crop_and_resize, sequence_log_likelihood
+from refexp.models.layers import ImageEncoder, crop_and_resize, sequence_log_likelihood
 
 SPATIAL_DIM = 8
 
@@ -43,7 +44,8 @@ class Scrc(nn.Module):
     def __init__(self, vocab_size: int, *, embed_dim: int = 64, hidden: int = 128, feature_dim: int = 128,
                  backbone: str = "tiny", pretrained: bool = False, crop_size: int = 32, dropout: float = 0.0,
                  use_local: bool = True, use_box: bool = True, use_spatial: bool = True, use_context: bool = True,
-                 pad_id: int = 0, cached_features: bool = False):
+                 pad_id: int = 0, cached_features: bool = False, backbone_weights: str | None = None,
+                 image_feature: str = "pooled"):
         super().__init__()
         if not (use_local or use_context):
             raise ValueError("SCRC needs the local or the global branch (W_local and W_global cannot both be 0)")
@@ -57,11 +59,13 @@ class Scrc(nn.Module):
         self.r = nn.Parameter(torch.zeros(vocab_size))  # the shared bias of Eq. 2
         if use_local:
             if use_box:
-                self.cnn_local = PooledImageEncoder(backbone, pretrained, feature_dim, cached=cached_features)
+                self.cnn_local = ImageEncoder(backbone, pretrained, feature_dim, cached=cached_features,
+                                              weights_file=backbone_weights, feature=image_feature)
             self.lstm_local = nn.LSTM(hidden + (feature_dim if use_box else 0) + SPATIAL_DIM, hidden, batch_first=True)
             self.w_local = nn.Linear(hidden, vocab_size, bias=False)
         if use_context:
-            self.cnn_global = PooledImageEncoder(backbone, pretrained, feature_dim, cached=cached_features)
+            self.cnn_global = ImageEncoder(backbone, pretrained, feature_dim, cached=cached_features,
+                                              weights_file=backbone_weights, feature=image_feature)
             self.lstm_global = nn.LSTM(hidden + feature_dim, hidden, batch_first=True)
             self.w_global = nn.Linear(hidden, vocab_size, bias=False)
 

@@ -112,11 +112,13 @@ def collate(items: list[dict]) -> dict:
 
 
 def build_model(section: AttentionRegressionConfig, variant: str, vocab: Vocab,
-                init_box: tuple[float, float, float, float], seed: int) -> AttentionRegression:
+                init_box: tuple[float, float, float, float], seed: int,
+                backbone_weights: Path | None = None) -> AttentionRegression:
+    """backbone_weights: the pretrained `tiny` body (Paths.backbone_weights) when section.pretrained."""
     from refexp.models.backbones import build_backbone
 
     mcfg = section.variant_model(variant)
-    backbone = build_backbone(section.backbone, section.pretrained) if mcfg.use_image else None
+    backbone = build_backbone(section.backbone, section.pretrained, backbone_weights) if mcfg.use_image else None
     embeddings, coverage = embedding_matrix(mcfg.embeddings, vocab, mcfg.embedding_dim, mcfg.glove_file, seed)
     model = AttentionRegression(mcfg, len(vocab), image_size=section.image_size, backbone=backbone,
                                 feature_channels=backbone.channels if backbone is not None else 0,
@@ -235,7 +237,8 @@ def model_and_data(section: AttentionRegressionConfig, variant: str, paths, seed
     mcfg = section.variant_model(variant)
     # Seeded here too, because the weights are initialised before the engine seeds its loop.
     seed_everything(seed)
-    model = build_model(section, variant, vocab, init_box_of(train), seed)
+    model = build_model(section, variant, vocab, init_box_of(train), seed,
+                        paths.backbone_weights(section.backbone, section.pretrained))
     examples = RegressionExamples.from_tuples(part, vocab, section.image_size, mcfg.feature_grid, paths.root,
                                               mcfg.use_image)
     if mcfg.use_image and section.freeze_backbone:

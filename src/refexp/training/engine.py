@@ -179,6 +179,8 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainingConfig) -> torch.op
         if cfg.schedule == "cosine":
             span = max(1, cfg.steps - cfg.warmup_steps)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+        if cfg.schedule == "step":
+            return cfg.step_gamma ** ((step - cfg.warmup_steps) // cfg.step_size)
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)

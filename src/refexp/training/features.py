@@ -1,15 +1,15 @@
-"""Feature cache for frozen backbones: pooled backbone features of every box a model will ever
-look at, computed once and memory-mapped afterwards.
+"""Feature cache for frozen backbones: the descriptor of every box a model will ever look at (the
+backbone's average-pooled map, or VGG-16's fc8), computed once and memory-mapped afterwards.
 
 Layout of data/extract_features/<dataset>/:
-- features.npy   float16 (N, C): global-average-pooled backbone feature map of each crop
+- features.npy   float16 (N, D): each crop's descriptor (refexp.models.layers.ImageDescriptor)
   (np.load(mmap_mode="r"): pages are read on demand, nothing is copied up front);
 - index.parquet  one row per crop: image_path, x1, y1, x2, y2 (inclusive pixels of the original
   image; the whole image is the box 0, 0, W - 1, H - 1), row;
-- meta.json      backbone, pretrained, crop_size, image_size, channels (a reader built for another
+- meta.json      backbone, pretrained, image_feature, crop_size, image_size, channels (a reader built for another
   backbone fails with a clear error instead of reading features of the wrong network).
 
-Crops go through exactly the model's path (ImageStore -> crop_and_resize -> backbone -> mean pool),
+Crops go through exactly the model's path (ImageStore -> crop_and_resize -> ImageDescriptor),
 so a model reading the cache sees the same numbers it would compute (tested).
 """
 from __future__ import annotations
@@ -26,8 +26,7 @@ import torch
 
 from refexp.artifacts import atomic_path
 from refexp.data.torch_datasets import ImageStore, to_store_boxes
-from refexp.models.backbones import build_backbone
-from refexp.models.layers import crop_and_resize
+from refexp.models.layers import ImageDescriptor, crop_and_resize
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +64,21 @@ def boxes_to_cache(tuples: pd.DataFrame, proposals: dict[str, np.ndarray] | None
 
 @torch.no_grad()
 def compute_features(boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], images: ImageStore, backbone: str,
-                     pretrained: bool, crop_size: int, batch_size: int) -> np.ndarray:
-    """(N, C) float32 pooled features of each row of `boxes`; sizes: image_path -> (width, height)."""
-    net = build_backbone(backbone, pretrained).eval()
+                     pretrained: bool, crop_size: int, batch_size: int, feature: str = "pooled",
+                     weights_file: str | None = None) -> np.ndarray:
+    """(N, D) float32 descriptors (pooled map or fc8) of each row of `boxes`; sizes: image_path -> (width, height)."""
+    net = ImageDescriptor(backbone, pretrained, feature, weights_file).eval()
     widths = np.array([sizes[p][0] for p in boxes["image_path"]], dtype=np.float32)
     heights = np.array([sizes[p][1] for p in boxes["image_path"]], dtype=np.float32)
     cont = boxes[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float32).copy()
     cont[:, 2:] += 1
     store = torch.from_numpy(to_store_boxes(cont, widths, heights, images.size))
     index = torch.tensor([images.lookup(p) for p in boxes["image_path"]], dtype=torch.long)
-    out = np.empty((len(boxes), net.channels), dtype=np.float32)
+    out = np.empty((len(boxes), net.dim), dtype=np.float32)
     for start in range(0, len(boxes), batch_size):
         sl = slice(start, start + batch_size)
         crops = crop_and_resize(images.images, store[sl], crop_size, index[sl])  # (B, 3, c, c)
-        out[sl] = net(crops).mean(dim=(2, 3)).numpy()  # (B, C)
+        out[sl] = net(crops).numpy()  # (B, D)
     return out
 
 
@@ -102,13 +102,14 @@ class FeatureCache:
     meta: dict
 
     @classmethod
-    def open(cls, root: str | Path, backbone: str | None = None, crop_size: int | None = None) -> "FeatureCache":
+    def open(cls, root: str | Path, backbone: str | None = None, crop_size: int | None = None,
+             image_feature: str | None = None) -> "FeatureCache":
         root = Path(root)
         for name in (FEATURES, INDEX, META):
             if not (root / name).exists():
                 raise FeatureCacheError(f"{root / name} not found: run the extract_features stage first")
         meta = json.loads((root / META).read_text())
-        for key, want in (("backbone", backbone), ("crop_size", crop_size)):
+        for key, want in (("backbone", backbone), ("crop_size", crop_size), ("image_feature", image_feature)):
             if want is not None and meta.get(key) != want:
                 raise FeatureCacheError(f"{root}: features were extracted with {key}={meta.get(key)!r}, "
                                         f"the model wants {want!r}; re-run extract_features")
@@ -149,7 +150,7 @@ def extract_dataset(section, paths, dataset: str, *, seed: int, out_dir: Path) -
     prepared = paths.prepared(dataset)
     if (prepared / "tuples.parquet").exists():
         table = pd.read_parquet(prepared / "tuples.parquet")
-        proposals, source = proposals_for_images(paths.raw(dataset), table, section.n_proposals, seed)
+        proposals, source = proposals_for_images(paths.raw(dataset), table, section.n_proposals, seed, paths.root)
     elif (prepared / "captions.parquet").exists():
         table = pd.read_parquet(prepared / "captions.parquet")
         proposals, source = None, "none (whole images only)"
@@ -163,10 +164,12 @@ def extract_dataset(section, paths, dataset: str, *, seed: int, out_dir: Path) -
              table.drop_duplicates("image_path")[["image_path", "image_width", "image_height"]].itertuples(index=False)}
     started = time.perf_counter()
     images = ImageStore(boxes["image_path"].unique().tolist(), paths.root, section.image_size)
+    weights = paths.backbone_weights(section.backbone, section.pretrained)
     feats = compute_features(boxes, sizes, images, section.backbone, section.pretrained, section.crop_size,
-                             section.batch_size)
+                             section.batch_size, section.image_feature, str(weights) if weights else None)
     seconds = time.perf_counter() - started
     write_cache(out_dir, feats, boxes, {"backbone": section.backbone, "pretrained": section.pretrained,
+                                        "image_feature": section.image_feature,
                                         "crop_size": section.crop_size, "image_size": section.image_size})
     return {"crops": len(boxes), "images": len(images), "channels": int(feats.shape[1]),
             "proposal_source": source, "seconds": seconds, "crops_per_s": len(boxes) / seconds if seconds else 0.0,

@@ -85,6 +85,15 @@ def train_subset(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFram
     return frame[frame["image_id"].astype(str).isin(keep)]
 
 
+def finetune_tuples(tuples: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The fine-tuning tuples: the train split, or train and val (the paper's "trainval")."""
+    splits = ("train", "val") if split == "trainval" else (split,)
+    part = tuples[tuples["split"].isin(splits)]
+    if part.empty:
+        raise ValueError(f"no {'/'.join(splits)} tuples to fine-tune on")
+    return part
+
+
 def _image_store(cfg: Config, paths: Paths, frames: list[pd.DataFrame]) -> ImageStore:
     image_paths = pd.concat([f["image_path"] for f in frames]).dropna().astype(str)
     if image_paths.empty:
@@ -135,21 +144,24 @@ class PrecutCrops(torch.utils.data.Dataset):
 # ---------------------------------------------------------------- models
 
 
-def build_scrc(cfg: Config, vocab_size: int, variant: ScrcVariant | None) -> Scrc:
+def build_scrc(cfg: Config, paths: Paths, vocab_size: int, variant: ScrcVariant | None) -> Scrc:
     """variant None = the captioner (W_local = 0)."""
     s = cfg.scrc
+    weights = paths.backbone_weights(s.backbone, s.pretrained) if not s.frozen_backbone else None
     flags = (dict(use_local=False, use_box=False, use_spatial=False, use_context=True) if variant is None else
              dict(use_local=True, use_box=variant.use_box, use_spatial=variant.use_spatial, use_context=variant.use_context))
     return build_model(MODEL, vocab_size=vocab_size, embed_dim=s.embed_dim, hidden=s.hidden, feature_dim=s.feature_dim,
                        backbone=s.backbone, pretrained=s.pretrained, crop_size=s.crop_size, dropout=s.dropout,
-                       cached_features=s.frozen_backbone, **flags)
+                       cached_features=s.frozen_backbone, image_feature=s.image_feature,
+                       backbone_weights=str(weights) if weights is not None else None, **flags)
 
 
 def feature_cache(cfg: Config, paths: Paths, dataset: str) -> FeatureCache | None:
     """The frozen backbone's cache for `dataset` (scrc.frozen_backbone), else None."""
     if not cfg.scrc.frozen_backbone:
         return None
-    return FeatureCache.open(paths.stage_dir("extract_features", dataset), cfg.scrc.backbone, cfg.scrc.crop_size)
+    return FeatureCache.open(paths.stage_dir("extract_features", dataset), cfg.scrc.backbone, cfg.scrc.crop_size,
+                             cfg.scrc.image_feature)
 
 
 def scrc_loss(model: Scrc, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -202,9 +214,9 @@ def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
     data = CaptionDataset(train, vocab, images, s.max_tokens, features=features)
     if images is not None:
         data = PrecutCrops(data, s.crop_size, use_box=False, use_context=True)
-    model = build_scrc(cfg, len(vocab), None)
+    model = build_scrc(cfg, paths, len(vocab), None)
     out_dir = paths.model_dir(MODEL, PRETRAINED)
-    metrics = fit(model, data, scrc_loss, cfg.training.merged(s.pretrain_training), out_dir, seed=cfg.run.seed,
+    metrics = fit(model, data, scrc_loss, s.pretrain_config(cfg.training), out_dir, seed=cfg.run.seed,
                   collate_fn=collate_sequences, deterministic=cfg.run.deterministic, progress=progress,
                   curve_path=paths.plots("pretrain_scrc", PRETRAINED),
                   run_key=file_digest(paths.prepared(s.caption_dataset) / "captions.parquet", paths.vocab(s.dataset)))
@@ -218,16 +230,16 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     variant = s.variant(variant_name)
     dataset = dataset or s.dataset
     tuples = read_tuples(paths, dataset)
-    train = train_subset(tuples[tuples["split"] == "train"], variant.train_fraction, cfg.run.seed)
+    train = train_subset(finetune_tuples(tuples, s.finetune_split), variant.train_fraction, cfg.run.seed)
     vocab = joint_vocab(paths, dataset, s.caption_dataset) if variant.transfer else Vocab.load(paths.vocab(dataset))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     needs_images = variant.use_box or variant.use_context
     features = feature_cache(cfg, paths, dataset) if needs_images else None
     images = (_image_store(cfg, paths, [train]) if variant.fine_tune and needs_images and features is None
               else None)
-    model = build_scrc(cfg, len(vocab), variant)
+    model = build_scrc(cfg, paths, len(vocab), variant)
     if variant.transfer:
-        captioner = load_model(build_scrc(cfg, len(vocab), None), paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE)
+        captioner = load_model(build_scrc(cfg, paths, len(vocab), None), paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE)
         transfer_from_captioner(model, captioner)
     out_dir = paths.model_dir(MODEL, variant_name)
     metrics: dict = {"train/tuples": len(train), "train/images": int(train["image_id"].nunique()), "vocab_size": len(vocab)}
@@ -235,7 +247,7 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
         data = BoxExpressionDataset(train, vocab, images, s.max_tokens, features=features)
         if images is not None:
             data = PrecutCrops(data, s.crop_size, use_box=variant.use_box, use_context=variant.use_context)
-        tcfg = cfg.training.merged(s.training).merged(variant.training)
+        tcfg = s.finetune_config(cfg.training, variant_name)
         metrics.update(fit(model, data, scrc_loss, tcfg, out_dir, seed=cfg.run.seed, collate_fn=collate_sequences,
                            deterministic=cfg.run.deterministic, progress=progress,
                            curve_path=paths.plots("train_scrc", variant_name),
@@ -253,7 +265,7 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
 def load_variant(cfg: Config, paths: Paths, variant_name: str, dataset: str) -> tuple[Scrc, Vocab]:
     variant = cfg.scrc.variant(variant_name)
     vocab = joint_vocab(paths, dataset, cfg.scrc.caption_dataset) if variant.transfer else Vocab.load(paths.vocab(dataset))
-    model = load_model(build_scrc(cfg, len(vocab), variant), paths.model_dir(MODEL, variant_name) / MODEL_FILE)
+    model = load_model(build_scrc(cfg, paths, len(vocab), variant), paths.model_dir(MODEL, variant_name) / MODEL_FILE)
     return model.eval(), vocab
 
 
@@ -273,7 +285,8 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
     needs_images = variant.use_box or variant.use_context
     features = feature_cache(cfg, paths, dataset) if needs_images else None
     images = _image_store(cfg, paths, [test]) if needs_images and features is None else None
-    proposals, proposal_source = proposals_for_images(paths.raw(dataset), test, s.n_proposals, cfg.run.seed)
+    proposals, proposal_source = proposals_for_images(paths.raw(dataset), test, s.n_proposals, cfg.run.seed,
+                                                      paths.root)
     # R@K: every query, or a seeded subset of scrc.proposal_queries queries (each costs K pair recurrences).
     with_proposals = np.ones(len(test), dtype=bool)
     if s.proposal_queries is not None and s.proposal_queries < len(test):
@@ -329,6 +342,13 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
                     "test/proposal_queries": int(with_proposals.sum()),
                     "test/proposal_source": proposal_source, "eval/ms_per_query": 1000 * elapsed / max(1, len(pred))})
     return metrics, pred
+
+
+def top1_hits(pred: pd.DataFrame) -> np.ndarray:
+    """Per query: the top-1 annotated box (summed log-likelihood) has IoU >= 0.5 with the truth (P@1's hits)."""
+    gt = np.array(pred["gt"].tolist(), dtype=np.float64).reshape(-1, 4)
+    ann = [np.array([np.asarray(c, dtype=np.float64) for c in a]).reshape(-1, 4) for a in pred["annotated"]]
+    return box_metrics.p_at_1([np.asarray(x) for x in pred["annotated_ll"]], ann, gt).hits
 
 
 def ranking_metrics(pred: pd.DataFrame, proposals: dict[str, np.ndarray], prefix: str = "test") -> dict:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.io
 
@@ -282,3 +283,22 @@ def test_reads_the_synthetic_world(tmp_path):
         assert (xs.min(), ys.min(), xs.max(), ys.max()) == (row.x1, row.y1, row.x2, row.y2), row.region_id
     proposals = referit.load_proposals(layout.proposals_path(df["image_id"].iloc[0]))
     assert proposals.ndim == 2 and proposals.shape[1] == 4
+
+
+def test_released_scrc_vocabulary(real_root, tmp_path):
+    from refexp.data.prepare import referit_vocab
+
+    path, words = referit.released_vocabulary(real_root)
+    assert path.name == "vocabulary_scrc.txt"
+    # 8,800 tokens in the file, the first of them <unk>: 8,799 words, in the file's order.
+    assert len(words) == 8799 and words[:3] == ["a", "on", "of"] and "<unk>" not in words
+    assert ', "' in words  # the release's tokenizer keeps punctuation runs; ours never emits them
+    vocab, source = referit_vocab(real_root, pd.Series([["zzz"]]), 1, "released")
+    assert len(vocab) == 4 + 8799 and vocab.encode(["on"]) == [5] and "released vocabulary_scrc.txt" in source
+    own, source = referit_vocab(real_root, pd.Series([["zzz", "a"]]), 1, "train")
+    assert own.words[4:] == ("a", "zzz") and source.startswith("train split")
+    assert referit.released_vocabulary(tmp_path) is None
+    (tmp_path / "vocab").mkdir()
+    (tmp_path / "vocab" / "vocabulary_scrc.txt").write_text("<unk>\nred\nball\nred\n")
+    with pytest.raises(DataError, match="vocabulary_scrc.txt.*line 4.*'red' is listed twice"):
+        referit.released_vocabulary(tmp_path)

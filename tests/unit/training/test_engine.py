@@ -185,3 +185,18 @@ def test_training_overrides_are_validated():
     from refexp.config import ConfigError
     with pytest.raises(ConfigError, match="stepz"):
         cfg.merged({"stepz": 7})
+
+
+def test_step_schedule_is_caffes():
+    from refexp.training.engine import build_optimizer, build_scheduler
+
+    model = torch.nn.Linear(2, 1)
+    cfg = TrainingConfig(lr=0.1, optimizer="sgd", schedule="step", step_size=3, step_gamma=0.5, steps=10)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025])
