@@ -29,8 +29,8 @@ def run(cfg: Config) -> dict:
     if cfg.training.cpu_threads:
         torch.set_num_threads(cfg.training.cpu_threads)
     started = time.perf_counter()
-    scores, pretrain_seconds = run_study(cfg, paths)
-    metrics, claim_tables = summarise(scores, cfg)
+    scores, hits, pretrain_seconds = run_study(cfg, paths)
+    metrics, claim_tables = summarise(scores, cfg, hits)
     wall = time.perf_counter() - started
     metrics["seconds"] = round(wall, 1)  # this invocation (resumed runs are quick)
     with atomic_path(paths.reports / NAME / "scores.csv") as tmp:

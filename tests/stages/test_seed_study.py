@@ -3,6 +3,7 @@ summary, resume of a finished study, and a restart when the params change."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -80,6 +81,7 @@ def test_seed_study_end_to_end(world, monkeypatch):  # noqa: F811
 
     # Seeds in two worker processes, from scratch elsewhere: the same scores.
     parallel = {**study_params(), "paths": {"models": "models_parallel", "reports": "reports_parallel"}}
+    shutil.copytree(world / "models/backbone", world / "models_parallel/backbone")  # the pretrained backbone
     parallel["seed_study"] = {**parallel["seed_study"], "workers": 2}
     seed_study.run(parse_config(parallel))
     in_parallel = pd.read_csv(world / "reports_parallel/seed_study/scores.csv")

@@ -1,9 +1,14 @@
-"""Is a difference between two variants more than test-set noise? A paired bootstrap over queries.
+"""Is a difference between two variants more than test-set noise? A paired bootstrap that resamples images.
 
-`paired_difference(a, b, ...) -> PairedDifference`: a and b are per-query scores of two variants on the
-SAME test queries in the same order (1/0 hits for P@1 or accuracy); the difference is mean(a) - mean(b)
-and its confidence interval comes from scipy.stats.bootstrap with paired resampling (the percentile
-method: it stays defined when every resample gives the same difference, e.g. identical variants).
+`paired_difference(a, b, groups, ...) -> PairedDifference`: a and b are per-query scores of two variants on
+the SAME test queries in the same order (1/0 hits for P@1 or accuracy); the difference is mean(a) - mean(b).
+
+Queries are not independent: each region has about 3 expressions and each image many regions, so a
+model that fails on one image fails on several of its queries at once. With `groups` (each query's image
+id) the bootstrap resamples images with replacement, each with all of its queries (a cluster bootstrap),
+and each resample's difference is the pooled mean over the queries it drew; without `groups` every query
+is its own cluster. The percentile interval comes from scipy.stats.bootstrap run over the cluster
+indices (the percentile method stays defined when every resample gives the same difference).
 Training-seed noise is not covered: this interval only says how much the test sample alone could move it.
 """
 from __future__ import annotations
@@ -30,6 +35,7 @@ class PairedDifference:
     high: float
     confidence: float
     n_queries: int
+    n_clusters: int  # images resampled (= n_queries when queries are resampled one by one)
 
     @property
     def verdict(self) -> str:
@@ -47,13 +53,38 @@ def paired_arrays(a, b, units: str) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def paired_difference(a, b, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> PairedDifference:
+def cluster_sums(differences: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster: the sum of the query differences and the number of queries (clusters in first-seen order)."""
+    groups = np.asarray(groups)
+    if groups.shape != differences.shape:
+        raise ValueError(f"groups must give one cluster per query: {groups.shape} for {differences.shape} queries")
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # clusters in order of appearance, so the result does not depend on id sorting
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    cluster = rank[inverse.reshape(-1)]
+    return (np.bincount(cluster, weights=differences, minlength=len(order)),
+            np.bincount(cluster, minlength=len(order)).astype(np.float64))
+
+
+def paired_difference(a, b, groups=None, *, confidence: float = 0.95, n_resamples: int = 2000,
+                      seed: int = 0) -> PairedDifference:
     a, b = paired_arrays(a, b, "queries")
-    difference = float(a.mean() - b.mean())
-    if np.array_equal(a, b):  # every resample gives 0; scipy would warn about a degenerate distribution
-        return PairedDifference(difference, 0.0, 0.0, confidence, len(a))
-    result = bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis), paired=True,
-                       vectorized=True, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                       rng=np.random.default_rng(seed))
+    differences = a - b
+    difference = float(differences.mean())
+    sums, counts = cluster_sums(differences, groups if groups is not None else np.arange(len(a)))
+    n_clusters = len(sums)
+    if np.allclose(sums / counts, difference, rtol=0.0, atol=1e-12):
+        # Every cluster has the same mean gap, so every resample does: no spread (scipy would warn).
+        return PairedDifference(difference, difference, difference, confidence, len(a), n_clusters)
+    if n_clusters < 2:
+        raise ValueError("a cluster bootstrap needs at least 2 images")
+
+    def pooled_mean(index, axis=-1):
+        index = np.asarray(index, dtype=np.int64)
+        return sums[index].sum(axis=axis) / counts[index].sum(axis=axis)
+
+    result = bootstrap((np.arange(n_clusters),), pooled_mean, vectorized=True, confidence_level=confidence,
+                       n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
     return PairedDifference(difference, float(result.confidence_interval.low),
-                            float(result.confidence_interval.high), confidence, len(a))
+                            float(result.confidence_interval.high), confidence, len(a), n_clusters)

@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from refexp.artifacts import write_text  # noqa: E402
 from refexp.config import Config  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
-from refexp.reporting.provenance import report_header  # noqa: E402
+from refexp.reporting.provenance import provenance, run_summary  # noqa: E402
 
 
 def split_counts(tuples: pd.DataFrame) -> pd.DataFrame:
@@ -83,12 +83,14 @@ def draw_sample(tuples: pd.DataFrame, image_id: str, root: Path, out: Path) -> N
 def build_data_report(cfg: Config, paths: Paths) -> dict:
     section = cfg.report_data
     tables = {name: pd.read_parquet(paths.tuples(name)) for name in cfg.prepare_referit.datasets}
-    lines = [report_header(cfg, "Data", ("datasets", "synthetic", "prepare_referit", "prepare_coco"),
-                           paths.root)]
+    names = [*cfg.prepare_referit.datasets, *cfg.prepare_coco.datasets]
+    lines = ["# Data", "", *run_summary(cfg, names, [])]
     metrics: dict[str, int] = {}
     for name, df in tables.items():
+        prepared = json.loads(paths.metrics("prepare_referit", name).read_text())
         lines += [f"## {name} ({cfg.dataset(name).source}, {cfg.dataset(name).format} format)", "",
-                  _markdown_table(split_counts(df), "split"), ""]
+                  _markdown_table(split_counts(df), "split"), "",
+                  f"Vocabulary: {prepared.get('vocab/size', '?')} entries, from the {prepared.get('vocab/source', '?')}.", ""]
         if "kind" in df and df["kind"].notna().any():
             kinds = df.groupby(["split", "kind"]).size().unstack(fill_value=0)
             lines += ["Expressions by kind:", "", _markdown_table(kinds, "split"), ""]
@@ -114,5 +116,6 @@ def build_data_report(cfg: Config, paths: Paths) -> dict:
             out = paths.figures("data") / f"sample_{name}_{image_id}.png"
             draw_sample(with_images, image_id, paths.root, out)
             lines += [f"![{name} image {image_id}](figures/data/{out.name})", ""]
+    lines += provenance(cfg, ("datasets", "synthetic", "prepare_referit", "prepare_coco"), paths.root)
     write_text(paths.report("data"), "\n".join(lines))
     return metrics

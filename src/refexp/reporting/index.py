@@ -1,4 +1,5 @@
-"""reports/index.md: every report with its title, and the headline test metrics of every evaluated item."""
+"""reports/index.md: every report with its title, and the headline test metrics of every evaluated item,
+the embedded world's rows apart from the real data's (a number is never read without knowing which)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ from pathlib import Path
 from refexp.artifacts import write_text
 from refexp.config import Config
 from refexp.paths import Paths
-from refexp.reporting.provenance import report_header
+from refexp.reporting.provenance import dataset_text, provenance
 
 
 def _title(report: Path) -> str:
@@ -39,19 +40,46 @@ def headline_rows(metrics_root: Path, keys: list[str]) -> list[tuple[str, str, d
     return rows
 
 
+def row_datasets(cfg: Config, stage: str, item: str) -> list[str]:
+    """The datasets a headline row's numbers come from (empty when the row's stage is unknown)."""
+    by_stage = {"evaluate_scrc": [cfg.scrc.dataset], "train_scrc": [cfg.scrc.dataset],
+                "pretrain_scrc": [cfg.scrc.caption_dataset],
+                "evaluate_attention_regression": [cfg.attention_regression.dataset],
+                "train_attention_regression": [cfg.attention_regression.dataset],
+                "pretrain_backbone": [cfg.pretrain_backbone.dataset]}
+    if stage == "experiment":
+        return {"referit_image_free": [cfg.referit_image_free.dataset],
+                "seed_study": [cfg.scrc.dataset, cfg.attention_regression.dataset]}.get(item, [])
+    return by_stage.get(stage, [item] if item in cfg.datasets else [])
+
+
 def build_index(cfg: Config, paths: Paths) -> dict:
     keys = cfg.report_index.headline_keys
     reports = sorted(p for p in paths.reports.glob("*.md") if p.name != "index.md")
-    lines = [report_header(cfg, "refexp reports", ("report_index",), paths.root), "## Reports", ""]
+    lines = ["# refexp reports", "", "## Reports", ""]
     lines += [f"- [{_title(p)}]({p.name})" for p in reports]
     rows = headline_rows(paths.reports / "metrics", keys)
-    used = [k for k in keys if any(k in found for _, _, found in rows)]
-    lines += ["", "## Headline test metrics", "",
-              "Every stage's full metrics are in `metrics/<stage>/<item>.json` (`dvc metrics show`).", "",
-              "| stage | item | " + " | ".join(f"`{k}`" for k in used) + " |",
-              "|---|---|" + "---|" * len(used)]
+    groups: dict[str, list] = {"embedded": [], "real": [], "unknown": []}
     for stage, item, found in rows:
-        lines.append(f"| {stage} | {item} | " + " | ".join(_format(found[k]) if k in found else "–"
-                                                           for k in used) + " |")
+        names = [n for n in row_datasets(cfg, stage, item) if n in cfg.datasets]
+        kind = ("unknown" if not names else
+                "embedded" if all(cfg.dataset(n).source == "synthetic" for n in names) else "real")
+        groups[kind].append((stage, item, found, names))
+    titles = {"embedded": "Embedded world (synthetic data, `make run`)",
+              "real": "Real data", "unknown": "Other (no dataset recorded)"}
+    lines += ["", "## Headline test metrics", "",
+              "Every stage's full metrics are in `metrics/<stage>/<item>.json` (`dvc metrics show`).", ""]
+    for kind, members in groups.items():
+        if not members:
+            continue
+        used = [k for k in keys if any(k in found for _, _, found, _ in members)]
+        datasets = sorted({n for *_, names in members for n in names})
+        lines += [f"### {titles[kind]}", "", *[f"- {dataset_text(cfg, n)}" for n in datasets], "",
+                  "| stage | item | " + " | ".join(f"`{k}`" for k in used) + " |", "|---|---|" + "---|" * len(used)]
+        for stage, item, found, _ in members:
+            lines.append(f"| {stage} | {item} | " + " | ".join(_format(found[k]) if k in found else "–"
+                                                               for k in used) + " |")
+        lines.append("")
+    lines += provenance(cfg, ("report_index",), paths.root)
     write_text(paths.report("index"), "\n".join(lines) + "\n")
-    return {"reports": len(reports), "metric_rows": len(rows)}
+    return {"reports": len(reports), "metric_rows": len(rows), **{f"rows/{k}": len(v) for k, v in groups.items()}}

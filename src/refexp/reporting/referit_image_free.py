@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 
 from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import Config  # noqa: E402
-from refexp.reporting.provenance import report_header  # noqa: E402
+from refexp.reporting.provenance import ModelInput, provenance, run_summary  # noqa: E402
 
 
 def _curves_figure(curves: dict[str, Path], out: Path) -> bool:
@@ -42,8 +42,8 @@ def write_report(cfg: Config, metrics: dict, details: dict, report_path: Path, f
     m = metrics
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
     lines = [
-        report_header(cfg, "Image-free models on the real ReferIt annotations",
-                      ("referit_image_free", "attention_regression", "scrc", "training", "datasets")),
+        "# Image-free models on the real ReferIt annotations", "",
+        *run_summary(cfg, [s.dataset], [ModelInput("both models", None)]),
         f"Reproduce: `{command}` (needs ../shared/data/referit; not part of the embedded `dvc repro`).",
         "",
         "The complete real ReferIt annotations (Hu et al.'s release: boxes, expressions, image sizes and",
@@ -64,9 +64,12 @@ def write_report(cfg: Config, metrics: dict, details: dict, report_path: Path, f
         f"- Text-only regression over the constant box: {m['test/accuracy'] / max(m['test/constant_box_accuracy'], 1e-12):.1f}x "
         f"(+{pct(m['test/accuracy'] - m['test/constant_box_accuracy'])} points); mean IoU {m['test/regression_mean_iou']:.3f}.",
         f"- The chance level computed by refexp.metrics.chance ({m['test/chance_p_at_1']:.6f}) and inside the SCRC",
-        f"  evaluation ({m['scrc/chance_p_at_1_check']:.6f}) agree.",
-        "- Summed and length-normalised log-likelihoods give the same P@1: within one query every candidate",
-        "  box is scored with the same expression, so dividing by its length never changes the ranking.",
+        f"  evaluation ({m['scrc/chance_p_at_1_check']:.6f}) "
+        + ("agree." if abs(m['test/chance_p_at_1'] - m['scrc/chance_p_at_1_check']) < 1e-9 else "DIFFER."),
+        "- Summed and length-normalised log-likelihoods "
+        + ("give the same P@1" if m['test/p_at_1'] == m['test/p_at_1_length_normalised'] else "give different P@1")
+        + ": within one query every candidate box is scored with the same expression, so dividing by its",
+        "  length can only change the ranking through ties.",
         "- IoU uses the papers' inclusive pixel convention (w = x2 - x1 + 1). The annotated boxes of an image",
         "  are the distinct regions of that image with an expression in the test split.",
         "",
@@ -94,4 +97,6 @@ def write_report(cfg: Config, metrics: dict, details: dict, report_path: Path, f
     ]
     if has_fig:
         lines += [f"![training curves](figures/{figures_dir.name}/{fig_path.name})", ""]
+    lines += provenance(cfg, ("referit_image_free", "attention_regression", "scrc", "prepare_referit", "training",
+                              "datasets"))
     write_text(report_path, "\n".join(lines))

@@ -20,8 +20,10 @@ from refexp.artifacts import write_text  # noqa: E402
 from refexp.config import Config, ScrcConfig  # noqa: E402
 from refexp.metrics.boxes import IOU_THRESHOLD, box_iou  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
-from refexp.reporting.provenance import report_header  # noqa: E402
+from refexp.data.proposals import EDGEBOX, SELECTIVE_SEARCH  # noqa: E402
+from refexp.reporting.provenance import ModelInput, numerics_lines, provenance, run_summary  # noqa: E402
 from refexp.reporting.significance import per_query_scores, significance_table  # noqa: E402
+from refexp.reporting.tables import markdown_table  # noqa: E402
 
 # Hu et al. 2016, Table 1 (P@1 on annotated boxes, ReferIt) and Table 2 (100 EdgeBox proposals).
 PAPER_ROWS = [
@@ -44,11 +46,6 @@ def _pct(x: float | None) -> str:
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(r) + " |" for r in rows], ""]
 
 
 def paper_order_claims() -> list[tuple[str, str]]:
@@ -135,37 +132,38 @@ def curves_figure(paths: Paths, variants: list[str], out: Path) -> bool:
     return True
 
 
+PROPOSAL_TEXT = {EDGEBOX: "EdgeBox, the released top-100 files (as the paper)",
+                 SELECTIVE_SEARCH: "OpenCV selective search (fast mode) on the images, top 100 (not the paper's EdgeBox)"}
+
+
 def build_scrc_report(cfg: Config, paths: Paths) -> dict:
     s = cfg.scrc
     variants = list(s.variants)
     ev = {v: _load(paths.metrics("evaluate_scrc", v)) for v in variants}
     tr = {v: _load(paths.metrics("train_scrc", v)) for v in variants}
     pre = _load(paths.metrics("pretrain_scrc", "pretrained"))
-    ds = cfg.dataset(s.dataset)
     any_eval = next((m for m in ev.values() if m), {})
-    lines = [report_header(cfg, "SCRC: natural language object retrieval (Hu et al. 2016)",
-                           ("datasets", "training", "scrc"), paths.root), ""]
-    pre_steps = cfg.training.merged(s.pretrain_training).steps
-    lines += ["## Setup", "",
-              f"- Dataset: `{s.dataset}` ({ds.source} source, {ds.format} format); captions: `{s.caption_dataset}` "
-              f"({cfg.dataset(s.caption_dataset).source})",
-              f"- Backbone: `{s.backbone}` (ImageNet weights: {s.pretrained}); images held at {s.image_size}x{s.image_size}, "
-              f"I_box and I_im enter the CNNs at {s.crop_size}x{s.crop_size}",
-              f"- LSTMs: {s.hidden}-d (paper 1000-d); x_box/x_context {s.feature_dim}-d projections of the pooled feature "
-              "map (paper: VGG-16 fc8, 1000-d); word embedding " + str(s.embed_dim) + "-d",
-              f"- Caption pretraining: {pre_steps} steps ({pre.get('train/captions', '?')} captions); "
-              f"fine-tuning steps per variant below; seed {cfg.run.seed}",
-              f"- Proposals: `{any_eval.get('test/proposal_source', '?')}`, top {s.n_proposals} per image "
-              "(EdgeBox files when the raw layout has them; otherwise each annotated box jittered 3x by up to "
-              "±12% plus random boxes — a documented fallback, not EdgeBox)",
-              f"- Test queries: {any_eval.get('test/queries', '?')} over {any_eval.get('test/images', '?')} images; P@1 on all "
-              f"of them, R@1/R@10 over proposals on "
+    pre_cfg = s.pretrain_config(cfg.training)
+    ft = {v: s.finetune_config(cfg.training, v) for v in variants}
+    main_ft = ft.get("scrc_full", next(iter(ft.values())))
+    crops = (f"{s.image_size} px, I_box and I_im resized to {s.crop_size} px; "
+             + ("frozen, descriptors from the feature cache" if s.frozen_backbone else "trained end to end"))
+    lines = ["# SCRC: natural language object retrieval (Hu et al. 2016)", ""]
+    lines += run_summary(cfg, [s.dataset, s.caption_dataset], [ModelInput("CNN_local / CNN_global", s.backbone,
+                                                                          s.pretrained, crops)])
+    method = any_eval.get("test/proposal_source", "?")
+    lines += [f"- x_box / x_context: {'VGG-16 fc8, 1000-d (the paper)' if s.image_feature == 'fc8' else f'{s.feature_dim}-d projection of the pooled feature map (the paper: VGG-16 fc8, 1000-d)'}; "
+              f"LSTMs {s.hidden}-d (paper 1000-d); word embedding {s.embed_dim}-d",
+              f"- Caption pretraining: {pre_cfg.steps} steps of {pre_cfg.batch_size} on {pre.get('train/captions', '?')} "
+              f"captions, {pre_cfg.optimizer} lr {pre_cfg.lr} ({pre_cfg.schedule}); fine-tuning on the "
+              f"`{s.finetune_split}` tuples, {main_ft.steps} steps of {main_ft.batch_size}, {main_ft.optimizer} lr "
+              f"{main_ft.lr} ({main_ft.schedule}); the paper: SGD, 0.01 then 0.001 (the released solvers); seed {cfg.run.seed}",
+              f"- Proposals: `{method}`: {PROPOSAL_TEXT.get(method, method)}",
+              f"- Test queries: {any_eval.get('test/queries', '?')} over {any_eval.get('test/images', '?')} images; P@1 on "
+              "all of them, R@1/R@10 over proposals on "
               + (f"a seeded subset of {any_eval.get('test/proposal_queries', s.proposal_queries)} queries "
                  "(scrc.proposal_queries: each query costs one LSTM_local recurrence per proposal)"
-                 if s.proposal_queries is not None else "all of them"),
-              "- Training cuts every I_box and I_im crop once before the first step (refexp.training.scrc.PrecutCrops: "
-              "nothing is augmented, so each epoch would cut the same crops; the whole-image crop is cut once per image)",
-              ""]
+                 if s.proposal_queries is not None else "all of them"), ""]
 
     # ---- Table 1 and 2 side by side
     rows1, rows2 = [], []
@@ -178,8 +176,8 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
     chance = any_eval.get("test/chance_p_at_1")
     rows1.append(["chance (uniform pick among annotated boxes)", "–", _pct(chance),
                   *[_pct(any_eval.get(f"test/chance_p_at_1/{k}")) for k in KINDS], "–"])
-    rows2.append(["Oracle (R@100)", f"{PAPER_ORACLE:.2f}%", f"{PAPER_ORACLE:.2f}%",
-                  _pct(any_eval.get("test/oracle_recall_at_100")), _pct(any_eval.get("test/oracle_recall_at_100"))])
+    rows2.append(["Oracle (some proposal has IoU >= 0.5)", "–", f"{PAPER_ORACLE:.2f}%", "–",
+                  _pct(any_eval.get("test/oracle_recall_at_100"))])
     rows2.append(["chance (uniform pick among proposals)", "–", "–", _pct(any_eval.get("test/chance_recall_at_1")), "–"])
     lines += ["## Table 1: P@1 over the image's annotated boxes", "",
               "Paper: ReferIt test set. Ours: the dataset above; per expression kind where the data has kinds.", "",
@@ -197,7 +195,15 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
                                lambda t: top1_predictions(t)["correct"].to_numpy(),
                                ["annotated", "annotated_ll", "gt"])
     lines += significance_table(correct, paper_order_claims(), cfg.run.seed, "P@1")
-    lines += ["## Table 2: 100 proposals", "", *markdown_table(["Method", "paper R@1", "paper R@10", "ours R@1", "ours R@10"], rows2)]
+    oracle = any_eval.get("test/oracle_recall_at_100")
+    lines += [f"## Table 2: top-{s.n_proposals} proposals", "",
+              f"Paper: EdgeBox proposals on ReferIt. Ours: `{method}`. Oracle R@{s.n_proposals}, the share of test "
+              f"queries with some proposal at IoU >= 0.5 and the ceiling of every R@K: ours {_pct(oracle)}, the "
+              f"paper's {PAPER_ORACLE:.2f}%"
+              + ("." if oracle is None else f" ({100 * oracle - PAPER_ORACLE:+.2f} points: the synthetic scenes' flat "
+                 "shapes on textured stuff are easier to propose than real photographs)." if oracle * 100 > PAPER_ORACLE
+                 else "."), "",
+              *markdown_table(["Method", "paper R@1", "paper R@10", "ours R@1", "ours R@10"], rows2)]
 
     # ---- scarce data
     scarce = [(v, var) for v, var in s.variants.items() if var.train_fraction < 1.0]
@@ -223,13 +229,15 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
                   *markdown_table(["variant", "flags", "P@1", *KINDS, "R@1"], rows)]
 
     # ---- scoring
-    rows = [[v, _pct(ev[v].get("test/p_at_1")), _pct(ev[v].get("test/p_at_1_length_normalised"))] for v in variants if ev[v]]
+    scored = [v for v in variants if ev[v]]
+    rows = [[v, _pct(ev[v].get("test/p_at_1")), _pct(ev[v].get("test/p_at_1_length_normalised"))] for v in scored]
+    differing = [v for v in scored if ev[v].get("test/p_at_1") != ev[v].get("test/p_at_1_length_normalised")]
     lines += ["## Scoring: summed vs length-normalised log-likelihood", "",
               "The paper's score (Eq. 7) is the product of the word probabilities, i.e. the summed log-likelihood "
               "(<eos> included, as in LRCN). All candidates of one query are scored on the same words, so dividing by "
-              "the length rescales every candidate's score by the same positive factor and cannot change the ranking: "
-              "P@1 and R@K are identical under both (checked below and in tests/unit/models/test_scrc.py). "
-              "Normalisation only matters when scores of different expressions are compared.", "",
+              "the length rescales every candidate's score by the same positive factor and cannot change the ranking. "
+              + (f"Here the two P@1 agree for all {len(scored)} variants." if not differing else
+                 f"Here they differ for {', '.join(f'`{v}`' for v in differing)}: a tie broken differently.") + "", "",
               *markdown_table(["variant", "P@1 summed (paper)", "P@1 length-normalised"], rows)]
 
     # ---- speed
@@ -255,9 +263,11 @@ def build_scrc_report(cfg: Config, paths: Paths) -> dict:
                 figures.append((label, out))
     if curves_figure(paths, variants, fig_dir / "training_curves.png"):
         figures.append(("training curves", fig_dir / "training_curves.png"))
+    lines += numerics_lines(paths.reports, "scrc")
     if figures:
         lines += ["## Figures", ""]
         for label, out in figures:
             lines += [f"### {label}", "", f"![{label}]({out.relative_to(paths.reports).as_posix()})", ""]
+    lines += provenance(cfg, ("datasets", "pretrain_backbone", "training", "scrc"), paths.root)
     write_text(paths.report("scrc"), "\n".join(lines).rstrip() + "\n")
     return {"variants_reported": sum(1 for m in ev.values() if m), "figures": len(figures)}

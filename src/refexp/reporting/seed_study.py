@@ -13,10 +13,12 @@ import pandas as pd  # noqa: E402
 
 from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import Config  # noqa: E402
+from refexp.metrics.bootstrap import paired_difference  # noqa: E402
 from refexp.metrics.seeds import seed_difference  # noqa: E402
 from refexp.reporting.attention_regression import PAPER_ORDER, PAPER_TABLE3  # noqa: E402
-from refexp.reporting.provenance import report_header  # noqa: E402
-from refexp.reporting.scrc_report import PAPER_ROWS, markdown_table, paper_order_claims, scarce_data_claims  # noqa: E402
+from refexp.reporting.provenance import ModelInput, provenance, run_summary  # noqa: E402
+from refexp.reporting.scrc_report import PAPER_ROWS, paper_order_claims, scarce_data_claims  # noqa: E402
+from refexp.reporting.tables import markdown_table  # noqa: E402
 from refexp.reporting.significance import VERDICT_TEXT  # noqa: E402
 
 TITLES = {"scrc": "SCRC (paper 000), P@1 over the image's annotated boxes",
@@ -37,9 +39,25 @@ def claims(cfg: Config, model: str) -> list[tuple[str, str]]:
     return [*PAPER_ORDER, ("attention_full", "text_only")]
 
 
-def summarise(scores: pd.DataFrame, cfg: Config) -> tuple[dict, dict[str, pd.DataFrame]]:
-    """Flat metrics (per variant mean/sd/min/max, per claim mean gap/interval/verdict) and, per model,
-    the claims table."""
+def seed_checks(hits: pd.DataFrame, model: str, a: str, b: str) -> dict[int, str]:
+    """Per seed: the verdict of a - b over that seed's test queries, images resampled with their queries."""
+    out = {}
+    part = hits[hits["model"] == model]
+    for seed, at_seed in part.groupby("seed", sort=True):
+        qa, qb = at_seed[at_seed["variant"] == a], at_seed[at_seed["variant"] == b]
+        if qa.empty or qb.empty:
+            continue
+        keys = ["image_id", "region_id", "expression"]
+        if not qa[keys].reset_index(drop=True).equals(qb[keys].reset_index(drop=True)):
+            raise ValueError(f"seed {seed}: {a} and {b} were not evaluated on the same test queries")
+        out[int(seed)] = paired_difference(qa["hit"].to_numpy(), qb["hit"].to_numpy(), qa["image_id"].to_numpy(),
+                                           seed=int(seed)).verdict
+    return out
+
+
+def summarise(scores: pd.DataFrame, cfg: Config, hits: pd.DataFrame | None = None) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Flat metrics (per variant mean/sd/min/max, per claim mean gap/interval/verdict and, with `hits`,
+    the seeds at which the claim holds beyond that seed's test noise) and, per model, the claims table."""
     metrics: dict = {"seeds": sorted(int(s) for s in scores["seed"].unique())}
     claim_tables = {}
     for model, part in scores.groupby("model", sort=False):
@@ -56,9 +74,16 @@ def summarise(scores: pd.DataFrame, cfg: Config) -> tuple[dict, dict[str, pd.Dat
             key = f"{model}/claim/{a}>{b}"
             metrics.update({f"{key}/mean": d.mean, f"{key}/low": d.low, f"{key}/high": d.high,
                             f"{key}/seeds_ahead": d.seeds_a_ahead, f"{key}/verdict": d.verdict})
-            rows.append({"claim": f"`{a}` > `{b}`", "per seed": " / ".join(f"{100 * x:+.2f}" for x in d.differences),
-                         "mean": f"{100 * d.mean:+.2f}", "95% interval": f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
-                         "seeds where it holds": f"{d.seeds_a_ahead} of {d.n_seeds}", "over training seeds": VERDICT_TEXT[d.verdict]})
+            row = {"claim": f"`{a}` > `{b}`", "per seed": " / ".join(f"{100 * x:+.2f}" for x in d.differences),
+                   "mean": f"{100 * d.mean:+.2f}", "95% interval over seeds": f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
+                   "seeds with a > b": f"{d.seeds_a_ahead} of {d.n_seeds}"}
+            if hits is not None:
+                checks = seed_checks(hits, model, a, b)
+                resolved = sum(v == "a > b" for v in checks.values())
+                metrics[f"{key}/seeds_resolved"] = resolved
+                row["seeds where it holds beyond test noise"] = f"{resolved} of {len(checks)}"
+            row["over training seeds"] = VERDICT_TEXT[d.verdict]
+            rows.append(row)
         claim_tables[model] = pd.DataFrame(rows)
     return metrics, claim_tables
 
@@ -115,7 +140,12 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
                  figure_path: Path, command: str, pretrain_seconds: float, wall_seconds: float) -> None:
     s = cfg.seed_study
     _figure(scores, figure_path)
-    lines = [report_header(cfg, "Training-seed study", ("seed_study", "scrc", "attention_regression", "training")),
+    sc, ar = cfg.scrc, cfg.attention_regression
+    lines = ["# Training-seed study", "",
+             *run_summary(cfg, [sc.dataset, sc.caption_dataset, ar.dataset], [
+                 ModelInput("SCRC CNNs", sc.backbone, sc.pretrained, f"{sc.image_size} px, crops {sc.crop_size} px"),
+                 ModelInput("attention regression", ar.backbone, ar.pretrained, f"{ar.image_size} px",
+                            "frozen" if ar.freeze_backbone else "trained")]),
              f"Reproduce: `{command}` (not part of the embedded `dvc repro`: it retrains every variant "
              f"{len(s.seeds)} times).", "",
              f"Every variant of {', '.join(f'`{m}`' for m in s.models)} retrained and re-evaluated at seeds "
@@ -123,10 +153,11 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
              "sets the initial weights, the batch order and dropout, and draws the scarce-data training subset "
              "and the R@K query subset. The test set is the same at every seed.", "",
              "The model reports (scrc.md, attention_regression.md) judge each claim against test-set noise for "
-             "one seed (paired bootstrap). Here a claim is judged against training-seed noise: the mean gap over "
-             "seeds, with the paired t 95% interval over seeds (scipy.stats.ttest_rel), and the number of seeds "
-             "at which it holds. With few seeds the interval is wide; 'not resolved' means the seeds disagree "
-             "or the gap is small beside their spread.", "",
+             "one seed (paired bootstrap over test images). Here a claim is judged against training-seed noise: "
+             "the mean gap over seeds, with the paired t 95% interval over seeds (scipy.stats.ttest_rel); and at "
+             "each seed, whether the gap is beyond that seed's test noise (paired bootstrap resampling the test "
+             "images with all their queries, 95%). With few seeds the interval is wide; 'not resolved' means the "
+             "seeds disagree or the gap is small beside their spread.", "",
              f"![scores per seed]({figure_path.relative_to(report_path.parent).as_posix()})", ""]
     for model in s.models:
         part = scores[scores["model"] == model]
@@ -148,4 +179,5 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
               + ". Training times are the engine's over each whole run (a rerun resumes finished runs from their "
               f"checkpoints); data loading and feature caching come on top. This invocation: {wall_seconds / 60:.1f} min "
               f"wall with {min(s.workers, len(s.seeds))} worker process(es).", ""]
+    lines += provenance(cfg, ("seed_study", "datasets", "pretrain_backbone", "scrc", "attention_regression", "training"))
     write_text(report_path, "\n".join(lines))

@@ -1,6 +1,10 @@
-"""The reports' "is this gap more than test-set noise?" table, shared by every model's report."""
+"""The reports' "is this gap more than test-set noise?" table, shared by every model's report.
+
+Intervals resample test images with all their queries (refexp.metrics.bootstrap): an image's queries
+share its pixels and often its target, so they are not independent draws."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -11,42 +15,61 @@ from refexp.metrics.bootstrap import paired_difference
 
 # Columns that identify a test query in every model's predictions table.
 QUERY_KEYS = ["region_id", "expression"]
+IMAGE_KEY = "image_id"
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    """Per-variant per-query scores over one shared list of test queries, and each query's image."""
+
+    scores: dict[str, np.ndarray]
+    images: np.ndarray | None
+
+    def __contains__(self, variant: str) -> bool:
+        return variant in self.scores
+
+    def __getitem__(self, variant: str) -> np.ndarray:
+        return self.scores[variant]
 
 
 def per_query_scores(prediction_files: dict[str, Path], score: Callable[[pd.DataFrame], np.ndarray],
-                     columns: list[str]) -> dict[str, np.ndarray]:
+                     columns: list[str]) -> QueryScores:
     """score(table) per variant whose predictions file exists, after checking that every table lists
     the same test queries in the same order (a paired comparison needs it)."""
-    out, reference = {}, None
+    out, reference, images = {}, None, None
     for variant, path in prediction_files.items():
         if not path.exists():
             continue
-        table = pd.read_parquet(path, columns=[*QUERY_KEYS, *columns])
+        table = pd.read_parquet(path, columns=[*QUERY_KEYS, IMAGE_KEY, *columns])
         keys = table[QUERY_KEYS]
         if reference is None:
-            reference = keys
+            reference, images = keys, table[IMAGE_KEY].astype(str).to_numpy()
         elif not keys.equals(reference):
             raise ValueError(f"{path}: its test queries are not in the order of the other variants' predictions")
         out[variant] = np.asarray(score(table), dtype=np.float64)
-    return out
+    return QueryScores(out, images)
 
 
 VERDICT_TEXT = {"a > b": "holds", "a < b": "reversed", "not resolved": "not resolved (interval spans 0)"}
 
 
-def significance_table(correct: dict[str, np.ndarray], pairs: list[tuple[str, str]], seed: int,
-                       metric: str) -> list[str]:
+def claim_intervals(correct: QueryScores, pairs: list[tuple[str, str]], seed: int) -> dict[tuple[str, str], object]:
+    """(a, b) -> PairedDifference (images resampled) for each claim with both variants present."""
+    return {(a, b): paired_difference(correct[a], correct[b], correct.images, seed=seed)
+            for a, b in pairs if a in correct and b in correct}
+
+
+def significance_table(correct: QueryScores, pairs: list[tuple[str, str]], seed: int, metric: str) -> list[str]:
     """Markdown lines: for each claim `a` > `b` with both variants present, the difference of `metric`
-    in points, its paired-bootstrap 95% interval over the same test queries, and the verdict."""
-    rows = []
-    for a, b in pairs:
-        if a in correct and b in correct:
-            d = paired_difference(correct[a], correct[b], seed=seed)
-            rows.append(f"| `{a}` > `{b}` | {100 * d.difference:+.2f} | "
-                        f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}] | {VERDICT_TEXT[d.verdict]} |")
-    if not rows:
+    in points, its paired 95% interval (test images resampled with their queries), and the verdict."""
+    intervals = claim_intervals(correct, pairs, seed)
+    if not intervals:
         return []
-    return [f"Is each gap more than test-set noise? {metric}, paired bootstrap over the same test queries "
-            "(2,000 resamples, percentile 95% interval, seeded); training-seed noise comes on top "
-            "(seed_study.md, from `make seed-study`, judges the same claims over training seeds).", "",
+    n_images = next(iter(intervals.values())).n_clusters
+    rows = [f"| `{a}` > `{b}` | {100 * d.difference:+.2f} | [{100 * d.low:+.2f}, {100 * d.high:+.2f}] | "
+            f"{VERDICT_TEXT[d.verdict]} |" for (a, b), d in intervals.items()]
+    return [f"Is each gap more than test-set noise? {metric}, paired bootstrap over the {n_images} test images, "
+            "each resampled with all its queries (2,000 resamples, percentile 95% interval, seeded); "
+            "training-seed noise comes on top (seed_study.md, from `make seed-study`, judges the same claims "
+            "over training seeds).", "",
             "| claim | difference (points) | 95% interval | on our data |", "|---|---|---|---|", *rows, ""]

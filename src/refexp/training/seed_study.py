@@ -21,6 +21,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import pandas as pd
 
 from refexp.config import Config
@@ -72,6 +73,14 @@ def _check_inputs(cfg: Config, paths: Paths) -> None:
                                           "pipeline's fetch and prepare stages)")
 
 
+def _query_hits(model: str, variant: str, seed: int, table: pd.DataFrame, hits) -> pd.DataFrame:
+    """One row per test query: its image (the bootstrap resamples images) and whether the variant hit it."""
+    return pd.DataFrame({"model": model, "variant": variant, "seed": seed,
+                         "image_id": table["image_id"].astype(str).to_numpy(),
+                         "region_id": table["region_id"].astype(str).to_numpy(),
+                         "expression": table["expression"].astype(str).to_numpy(), "hit": np.asarray(hits, dtype=np.int8)})
+
+
 def _score_row(model: str, variant: str, seed: int, trained: dict, metrics: dict, eval_seconds: float) -> dict:
     # train_seconds: the engine's time over the whole run, also when this call resumed a finished one.
     row = {"model": model, "variant": variant, "seed": seed, "score": float(metrics[SCORES[model]]),
@@ -81,41 +90,45 @@ def _score_row(model: str, variant: str, seed: int, trained: dict, metrics: dict
     return row
 
 
-def _scrc_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict], float]:
-    """The SCRC rows of one seed, and the caption pretraining's training seconds."""
+def _scrc_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame], float]:
+    """The SCRC rows and per-query hits of one seed, and the caption pretraining's training seconds."""
     from refexp.training import scrc
 
     variants = cfg.scrc.variants
     pretrain_seconds = 0.0
     if any(v.transfer for v in variants.values()):
         pretrain_seconds = float(scrc.pretrain(cfg, spaths, progress=False).get("train/seconds", 0.0))
-    rows = []
+    rows, hits = [], []
     for name in variants:
         trained = scrc.finetune(cfg, spaths, name, progress=False)
         started = time.perf_counter()
-        metrics, _ = scrc.evaluate(cfg, spaths, name)
+        metrics, pred = scrc.evaluate(cfg, spaths, name)
         rows.append(_score_row("scrc", name, seed, trained, metrics, time.perf_counter() - started))
+        hits.append(_query_hits("scrc", name, seed, pred, scrc.top1_hits(pred)))
         log.info("seed %d scrc %s: P@1 %.4f", seed, name, rows[-1]["score"])
-    return rows, pretrain_seconds
+    return rows, hits, pretrain_seconds
 
 
-def _regression_rows(cfg: Config, spaths: Paths, seed: int) -> list[dict]:
+def _regression_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame]]:
+    from refexp.metrics.boxes import IOU_THRESHOLD
     from refexp.training.attention_regression import evaluate_variant, train_variant
 
     section = cfg.attention_regression
     training = cfg.training.merged(section.training)
-    rows = []
+    rows, hits = [], []
     for name in section.variants:
         trained = train_variant(section, training, name, spaths, seed=seed, deterministic=cfg.run.deterministic)
         started = time.perf_counter()
-        metrics, _ = evaluate_variant(section, name, spaths, seed=seed)
+        metrics, table = evaluate_variant(section, name, spaths, seed=seed)
         rows.append(_score_row("attention_regression", name, seed, trained, metrics, time.perf_counter() - started))
+        hits.append(_query_hits("attention_regression", name, seed, table, table["iou"] >= IOU_THRESHOLD))
         log.info("seed %d attention_regression %s: accuracy %.4f", seed, name, rows[-1]["score"])
-    return rows
+    return rows, hits
 
 
-def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], float]:
-    """Every variant at one seed: (rows, SCRC caption pretraining seconds). Runs in a worker process."""
+def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame], float]:
+    """Every variant at one seed: (rows, per-query hits, SCRC caption pretraining seconds). Runs in a
+    worker process."""
     import torch
 
     if not logging.getLogger().handlers:  # a spawned worker starts without the stage's logging setup
@@ -125,18 +138,21 @@ def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], float]:
     scfg, spaths = seed_config(cfg, seed), seed_paths(paths, seed)
     _fresh_or_resumable(spaths, _params_digest(cfg, seed))
     rows: list[dict] = []
+    hits: list[pd.DataFrame] = []
     pretrain_seconds = 0.0
     if "scrc" in cfg.seed_study.models:
-        rows, pretrain_seconds = _scrc_rows(scfg, spaths, seed)
+        rows, hits, pretrain_seconds = _scrc_rows(scfg, spaths, seed)
     if "attention_regression" in cfg.seed_study.models:
-        rows += _regression_rows(scfg, spaths, seed)
-    return rows, pretrain_seconds
+        more_rows, more_hits = _regression_rows(scfg, spaths, seed)
+        rows, hits = rows + more_rows, hits + more_hits
+    return rows, hits, pretrain_seconds
 
 
-def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, float]:
+def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """One row per (model, variant, seed): `score` (SCRC P@1 / regression accuracy), its per-kind and
     per-target-size breakdown columns where the evaluation gives them, training and evaluation seconds;
-    and the SCRC caption pretraining's training seconds over all seeds.
+    one row per (model, variant, seed, test query) with its image and whether it was hit (the per-seed
+    checks resample images); and the SCRC caption pretraining's training seconds over all seeds.
 
     Seeds run in `seed_study.workers` processes (each on training.cpu_threads threads); every run is
     seeded and deterministic, so the scores do not depend on the number of workers."""
@@ -149,5 +165,6 @@ def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, float]:
         # spawn: a forked child would inherit the parent's torch thread pools.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_run_seed, [cfg] * len(seeds), [paths] * len(seeds), seeds))
-    rows = [row for seed_rows, _ in results for row in seed_rows]
-    return pd.DataFrame(rows), sum(seconds for _, seconds in results)
+    rows = [row for seed_rows, _, _ in results for row in seed_rows]
+    hits = pd.concat([h for _, seed_hits, _ in results for h in seed_hits], ignore_index=True)
+    return pd.DataFrame(rows), hits, sum(seconds for _, _, seconds in results)

@@ -41,3 +41,37 @@ def test_a_small_gap_on_few_queries_is_not_resolved():
 def test_misaligned_inputs_are_refused():
     with pytest.raises(ValueError, match="one length"):
         paired_difference(np.ones(3), np.ones(4))
+
+
+def test_resampling_images_widens_the_interval_when_an_images_queries_move_together():
+    # 10 images of 20 queries; on each image every query gains (+1) or loses (-1) together.
+    image_gain = np.array([1, 1, 1, 1, 1, 1, -1, -1, -1, -1], dtype=float)
+    groups = np.repeat([f"img{i}" for i in range(10)], 20)
+    a = np.repeat((image_gain > 0).astype(float), 20)
+    b = 1 - a
+    by_query = paired_difference(a, b, seed=0)
+    by_image = paired_difference(a, b, groups, seed=0)
+    assert by_query.difference == by_image.difference == pytest.approx(0.2)
+    assert (by_query.n_clusters, by_image.n_clusters) == (200, 10)
+    # Queries one by one: 200 "independent" +-1 scores, so the gap looks resolved ...
+    assert by_query.verdict == "a > b"
+    # ... but there are only 10 independent images: se = sd(image gaps) / sqrt(10) = 0.98 / 3.16.
+    assert by_image.verdict == "not resolved"
+    assert by_image.low == pytest.approx(0.2 - 1.96 * image_gain.std() / np.sqrt(10), abs=0.12)
+    assert by_image.high - by_image.low > 3 * (by_query.high - by_query.low)
+
+
+def test_one_query_per_image_is_the_query_bootstrap():
+    rng = np.random.default_rng(2)
+    a, b = (rng.random(300) < 0.5).astype(float), (rng.random(300) < 0.4).astype(float)
+    assert paired_difference(a, b, groups=np.arange(300), seed=5) == paired_difference(a, b, seed=5)
+
+
+def test_unequal_images_pool_their_queries():
+    # The difference is the pooled mean over queries, not the mean of per-image means.
+    a = np.array([1, 1, 1, 1, 0, 0], dtype=float)
+    b = np.zeros(6)
+    d = paired_difference(a, b, groups=["x", "x", "x", "x", "y", "z"], seed=0)
+    assert d.difference == pytest.approx(4 / 6) and d.n_clusters == 3
+    with pytest.raises(ValueError, match="one cluster per query"):
+        paired_difference(a, b, groups=["x", "y"])

@@ -2,11 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refexp.reporting.significance import per_query_scores, significance_table
+from refexp.reporting.significance import QueryScores, per_query_scores, significance_table
 
 
 def _write(path, regions, iou):
-    pd.DataFrame({"region_id": regions, "expression": ["e"] * len(regions), "iou": iou}).to_parquet(path)
+    pd.DataFrame({"region_id": regions, "expression": ["e"] * len(regions), "image_id": [r[:2] for r in regions],
+                  "iou": iou}).to_parquet(path)
     return path
 
 
@@ -15,7 +16,7 @@ def test_per_query_scores_reads_present_files_and_refuses_a_different_query_orde
     b = _write(tmp_path / "b.parquet", ["r1", "r2", "r3"], [0.2, 0.6, 0.7])
     scores = per_query_scores({"a": a, "b": b, "missing": tmp_path / "none.parquet"},
                               lambda t: t["iou"] >= 0.5, ["iou"])
-    assert set(scores) == {"a", "b"}
+    assert set(scores.scores) == {"a", "b"} and scores.images.tolist() == ["r1", "r2", "r3"]
     assert scores["a"].tolist() == [1.0, 0.0, 1.0] and scores["b"].tolist() == [0.0, 1.0, 1.0]
     c = _write(tmp_path / "c.parquet", ["r2", "r1", "r3"], [0.9, 0.1, 0.5])
     with pytest.raises(ValueError, match="c.parquet.*not in the order"):
@@ -23,7 +24,8 @@ def test_per_query_scores_reads_present_files_and_refuses_a_different_query_orde
 
 
 def test_significance_table_rows_and_verdicts():
-    correct = {"full": np.ones(40), "ablation": np.zeros(40), "same": np.ones(40)}
+    correct = QueryScores({"full": np.ones(40), "ablation": np.zeros(40), "same": np.ones(40)},
+                          np.repeat(np.arange(8), 5))
     lines = significance_table(correct, [("full", "ablation"), ("ablation", "full"), ("full", "same"),
                                          ("full", "absent")], seed=0, metric="Accuracy")
     rows = [line for line in lines if line.startswith("| `")]
@@ -31,3 +33,14 @@ def test_significance_table_rows_and_verdicts():
                     "| `ablation` > `full` | -100.00 | [-100.00, -100.00] | reversed |",
                     "| `full` > `same` | +0.00 | [+0.00, +0.00] | not resolved (interval spans 0) |"]
     assert significance_table(correct, [("full", "absent")], seed=0, metric="Accuracy") == []
+
+
+def test_the_table_resamples_images():
+    # a wins every query of two images and loses every query of the third: +33 points over 60 queries
+    # looks resolved query by query, but 3 images cannot resolve it.
+    images = np.repeat(["i1", "i2", "i3"], 20)
+    a = np.concatenate([np.ones(40), np.zeros(20)])
+    b = np.concatenate([np.zeros(40), np.ones(20)])
+    lines = significance_table(QueryScores({"a": a, "b": b}, images), [("a", "b")], seed=0, metric="P@1")
+    assert "over the 3 test images" in lines[0]
+    assert lines[-2].endswith("| not resolved (interval spans 0) |")

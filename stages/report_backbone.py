@@ -1,0 +1,25 @@
+"""report_backbone: reports/backbone.md, the pretrained `tiny` backbone's own accuracy on held-out images.
+
+Inputs: reports/metrics/pretrain_backbone/<backbone>.json, reports/plots/pretrain_backbone/<backbone>.csv,
+        models/backbone/<backbone>/checkpoint.pt (predictions figure), the COCO images it shows.
+Outputs: reports/backbone.md, reports/figures/backbone/*.png.
+Params: datasets, training, pretrain_backbone.
+"""
+from __future__ import annotations
+
+from refexp.config import Config
+from refexp.paths import Paths
+from refexp.reporting.backbone import build_backbone_report
+from stages._cli import stage_main
+
+
+def run(cfg: Config) -> dict:
+    return build_backbone_report(cfg, Paths.from_config(cfg))
+
+
+def main() -> None:
+    stage_main(run, takes_item=False)
+
+
+if __name__ == "__main__":
+    main()
