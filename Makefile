@@ -40,9 +40,9 @@ referit-image-free: setup
 	$(PY) -m stages.referit_image_free
 
 # The training-seed study (not part of `make run`: every SCRC and regression variant retrained at each of
-# seed_study.seeds): reports/seed_study.md and reports/metrics/seed_study.json.
+# seed_study.seeds, from the pipeline's pretrained backbone): reports/seed_study.md and reports/metrics/seed_study.json.
 seed-study: setup
-	$(VENV)/bin/dvc repro prepare_referit prepare_coco
+	$(VENV)/bin/dvc repro prepare_referit prepare_coco pretrain_backbone
 	$(PY) -m stages.seed_study
 
 test: setup

@@ -108,6 +108,36 @@ def test_scrc_stages_end_to_end(world, monkeypatch):
     assert (world / "reports/figures/scrc/training_curves.png").exists()
 
 
+def test_a_retrained_backbone_is_never_resumed_from_an_old_checkpoint(world, monkeypatch):
+    """The pretrained backbone is part of SCRC's checkpoint key: after pretrain_backbone changes the
+    weights, a finished persisted checkpoint is set aside and the variant trains again."""
+    import torch
+
+    from stages import train_scrc
+
+    monkeypatch.chdir(world)
+    params = tiny_params()
+    params["scrc"]["variants"] = {"scrc_keyed": {"transfer": False}}
+    cfg = parse_config(params)
+    out = world / "models/scrc/scrc_keyed"
+    shutil.rmtree(out, ignore_errors=True)
+    train_scrc.run(cfg, "scrc_keyed")
+    first = torch.load(out / "model.pt", weights_only=True)
+    train_scrc.run(cfg, "scrc_keyed")  # unchanged inputs: resumes the finished run, same weights
+    assert not (out / "checkpoint.stale.pt").exists()
+    weights = world / "models/backbone/tiny/backbone.pt"
+    original = weights.read_bytes()
+    try:
+        state = torch.load(weights, weights_only=True)
+        torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, weights)
+        train_scrc.run(cfg, "scrc_keyed")
+        assert (out / "checkpoint.stale.pt").exists()
+        second = torch.load(out / "model.pt", weights_only=True)
+        assert not all(torch.equal(first[k], second[k]) for k in first)
+    finally:
+        weights.write_bytes(original)
+
+
 def test_train_scrc_refuses_a_corrupt_checkpoint(world, monkeypatch):
     from stages import train_scrc
 

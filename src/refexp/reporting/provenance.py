@@ -106,8 +106,9 @@ def numerics_lines(reports_root: Path, model: str) -> list[str]:
 
     pinned = ", ".join(f"{k}={v}" for k, v in CPU_NUMERICS.items())
     lines = ["## Numbers across machines", "",
-             f"Every stage pins the CPU kernel path ({pinned}; refexp.numerics), so any x86 machine with AVX2 "
-             "computes what this one did."]
+             f"Every stage pins the CPU kernel path ({pinned}; refexp.numerics) and training.cpu_threads fixes "
+             "the intra-op threads (torch's default would be the machine's core count), so any x86 machine with "
+             "AVX2 computes what this one did."]
     path = Path(reports_root) / "metrics" / NUMERICS_FILE
     record = json.loads(path.read_text()).get(model) if path.exists() else None
     if not record:

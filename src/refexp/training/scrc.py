@@ -188,6 +188,13 @@ def file_digest(*files: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def initial_weights(cfg: Config, paths: Paths) -> list[Path]:
+    """The pretrained backbone file the CNNs start from (empty for ImageNet or random weights): part of a
+    checkpoint's key, so a run is never resumed after the backbone was retrained."""
+    weights = paths.backbone_weights(cfg.scrc.backbone, cfg.scrc.pretrained)
+    return [weights] if weights is not None and not cfg.scrc.frozen_backbone else []
+
+
 def save_model(model: torch.nn.Module, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
@@ -219,7 +226,8 @@ def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
     metrics = fit(model, data, scrc_loss, s.pretrain_config(cfg.training), out_dir, seed=cfg.run.seed,
                   collate_fn=collate_sequences, deterministic=cfg.run.deterministic, progress=progress,
                   curve_path=paths.plots("pretrain_scrc", PRETRAINED),
-                  run_key=file_digest(paths.prepared(s.caption_dataset) / "captions.parquet", paths.vocab(s.dataset)))
+                  run_key=file_digest(paths.prepared(s.caption_dataset) / "captions.parquet", paths.vocab(s.dataset),
+                                      *initial_weights(cfg, paths)))
     save_model(model, out_dir / MODEL_FILE)
     metrics.update({"train/captions": len(train), "train/images": int(train["image_path"].nunique()), "vocab_size": len(vocab)})
     return metrics
@@ -251,7 +259,7 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
         metrics.update(fit(model, data, scrc_loss, tcfg, out_dir, seed=cfg.run.seed, collate_fn=collate_sequences,
                            deterministic=cfg.run.deterministic, progress=progress,
                            curve_path=paths.plots("train_scrc", variant_name),
-                           run_key=file_digest(paths.tuples(dataset), paths.vocab(dataset),
+                           run_key=file_digest(paths.tuples(dataset), paths.vocab(dataset), *initial_weights(cfg, paths),
                                                *([paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE] if variant.transfer else []))))
     else:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 NAME = "seed_study"
 # Params sections that decide what a seed's run computes (a change restarts that seed).
-STUDY_SECTIONS = ("training", "scrc", "attention_regression", "run")
+STUDY_SECTIONS = ("training", "scrc", "attention_regression", "run", "pretrain_backbone")
 # The evaluation metric the study keeps as each variant's `score`, per model.
 SCORES = {"scrc": "test/p_at_1", "attention_regression": "test/accuracy"}
 MODEL_DATASETS = {"scrc": ("dataset", "caption_dataset"), "attention_regression": ("dataset",)}
@@ -48,8 +48,16 @@ def seed_paths(paths: Paths, seed: int) -> Paths:
     return dataclasses.replace(paths, models=root, reports=root / "reports")
 
 
-def _params_digest(cfg: Config, seed: int) -> str:
+def _params_digest(cfg: Config, seed: int, paths: Paths | None = None) -> str:
+    """The params sections a seed's runs depend on, and the pretrained backbone's bytes (retraining it
+    outside the study must start the seed over, like a params change)."""
     sections = {name: getattr(seed_config(cfg, seed), name).model_dump() for name in STUDY_SECTIONS}
+    if paths is not None:
+        for model in ("scrc", "attention_regression"):
+            section = getattr(cfg, model)
+            weights = paths.backbone_weights(section.backbone, section.pretrained)
+            if weights is not None and weights.exists():
+                sections[f"{model}/backbone_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -71,6 +79,9 @@ def _check_inputs(cfg: Config, paths: Paths) -> None:
             if not prepared.exists():
                 raise DataError(prepared, f"missing; prepare '{dataset}' first (make seed-study runs the "
                                           "pipeline's fetch and prepare stages)")
+        weights = paths.backbone_weights(section.backbone, section.pretrained)
+        if weights is not None and not weights.exists():
+            raise DataError(weights, "missing; run pretrain_backbone first (make seed-study runs it)")
 
 
 def _query_hits(model: str, variant: str, seed: int, table: pd.DataFrame, hits) -> pd.DataFrame:
@@ -136,7 +147,7 @@ def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd
     if cfg.training.cpu_threads:
         torch.set_num_threads(cfg.training.cpu_threads)
     scfg, spaths = seed_config(cfg, seed), seed_paths(paths, seed)
-    _fresh_or_resumable(spaths, _params_digest(cfg, seed))
+    _fresh_or_resumable(spaths, _params_digest(cfg, seed, paths))
     rows: list[dict] = []
     hits: list[pd.DataFrame] = []
     pretrain_seconds = 0.0

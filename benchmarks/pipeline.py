@@ -1,0 +1,138 @@
+"""Wall time of the two long commands, each against a baseline measured in the same run.
+
+    python -m benchmarks.pipeline make-run     # the embedded `make run`'s `dvc repro`, in a fresh clone
+    python -m benchmarks.pipeline seed-study   # `make seed-study`'s study, from empty models/seed_study
+
+make-run: clones HEAD into a temporary directory and runs `dvc repro` there with this checkout's .venv (the
+budget excludes the install), under /usr/bin/time -v: wall time, peak RSS, stages run. Baseline: a second
+`dvc repro` of the same clone right after, which has nothing to do (DVC's fixed cost). Then every metrics
+file the fresh run wrote is compared with the committed one on its non-timing values. Replaces the
+`## The embedded make run` section of reports/benchmarks.md.
+
+seed-study: runs the seed-study stage with the params' seed_study.workers from an empty models/seed_study/
+(moved aside and restored), then again (the baseline: every run resumes from its finished checkpoint, so it
+measures evaluation and data loading alone). Replaces the `## The training-seed study` section.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._report import write_section
+from refexp.reporting.provenance import git_revision
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_KEY = re.compile(r"seconds|per_s|ms_per|_ms$|/ms|wall|timing")
+
+
+def _env(root: Path) -> dict:
+    venv_bin = REPO / ".venv" / "bin"
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'src'}",
+            "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
+def _timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, output) of cmd under /usr/bin/time -v."""
+    started = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=_env(cwd), capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return wall, int(rss.group(1)) / 1024 if rss else float("nan"), proc.stdout + proc.stderr
+
+
+def _non_timing(values: dict) -> dict:
+    return {k: v for k, v in values.items() if not TIMING_KEY.search(k)}
+
+
+def _compare_metrics(clone: Path) -> tuple[int, list[str]]:
+    """(files compared, files whose non-timing values differ from the committed ones)."""
+    compared, differing = 0, []
+    for path in sorted((clone / "reports" / "metrics").rglob("*.json")):
+        rel = path.relative_to(clone)
+        committed = subprocess.run(["git", "show", f"HEAD:{rel.as_posix()}"], cwd=REPO, capture_output=True, text=True)
+        if committed.returncode != 0:
+            continue
+        compared += 1
+        if _non_timing(json.loads(committed.stdout)) != _non_timing(json.loads(path.read_text())):
+            differing.append(rel.as_posix())
+    return compared, differing
+
+
+def make_run() -> str:
+    stamp, rev = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), git_revision(REPO)
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="refexp-make-run-") as tmp:
+        clone = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        wall, rss, out = _timed([sys.executable, "-m", "dvc", "repro"], clone)
+        ran = len(re.findall(r"Running stage '", out))
+        again, _, _ = _timed([sys.executable, "-m", "dvc", "repro"], clone)
+        compared, differing = _compare_metrics(clone)
+    lines = ["## The embedded make run", "",
+             f"`python -m benchmarks.pipeline make-run` — run {stamp}, git {rev[:7]}, load average {load:.1f} at the "
+             "start (2 cores). `make run`'s `dvc repro` in a fresh clone of HEAD with this checkout's .venv (the "
+             "budget excludes the install), under `/usr/bin/time -v`.", "",
+             "| run | wall | peak RSS (MB) | stages run |", "|---|---|---|---|",
+             f"| `dvc repro` from an empty `data/` and `models/` | **{wall / 60:.1f} min** ({wall:.0f} s) | {rss:.0f} | {ran} |",
+             f"| baseline: `dvc repro` again (nothing to do) | {again:.1f} s | – | 0 |", "",
+             f"- Budget: 20 minutes for all five papers on 2 cores; this run: {wall / 60:.1f} min.",
+             f"- Non-timing values of the {compared} metrics files the fresh run wrote, against the committed ones: "
+             + ("all identical." if not differing else f"{len(differing)} differ ({', '.join(differing[:6])})."), ""]
+    return "\n".join(lines)
+
+
+def seed_study() -> str:
+    from refexp.config import load_config
+
+    cfg = load_config(REPO / "params.yaml")
+    stamp, rev = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), git_revision(REPO)
+    study = REPO / cfg.paths.models / "seed_study"
+    aside = study.with_name("seed_study.benchmark-aside")
+    if study.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        study.rename(aside)
+    try:
+        cold, rss, _ = _timed([sys.executable, "-m", "stages.seed_study"], REPO)
+        warm, _, _ = _timed([sys.executable, "-m", "stages.seed_study"], REPO)
+    except BaseException:
+        shutil.rmtree(study, ignore_errors=True)
+        if aside.exists():
+            aside.rename(study)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    s = cfg.seed_study
+    n_runs = sum(len(getattr(cfg, m).variants) for m in s.models) * len(s.seeds)
+    lines = ["## The training-seed study", "",
+             f"`python -m benchmarks.pipeline seed-study` — run {stamp}, git {rev[:7]}. `make seed-study`'s study "
+             f"({len(s.seeds)} seeds x the variants of {', '.join(s.models)} = {n_runs} trainings and evaluations, "
+             f"plus each seed's caption pretraining) from an empty `models/seed_study/`, "
+             f"`seed_study.workers: {s.workers}`, under `/usr/bin/time -v`.", "",
+             "| run | wall | peak RSS (MB) |", "|---|---|---|",
+             f"| from scratch | **{cold / 60:.1f} min** | {rss:.0f} |",
+             f"| baseline: the same command again (every run resumes finished: evaluation and data loading only) | "
+             f"{warm / 60:.1f} min | – |", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    which = sys.argv[1] if len(sys.argv) > 1 else ""
+    jobs = {"make-run": ("## The embedded make run", make_run), "seed-study": ("## The training-seed study", seed_study)}
+    if which not in jobs:
+        sys.exit(f"usage: python -m benchmarks.pipeline {{{'|'.join(jobs)}}}")
+    heading, job = jobs[which]
+    text = job()
+    print(text)
+    write_section(heading, text)
+
+
+if __name__ == "__main__":
+    main()
