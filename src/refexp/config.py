@@ -100,6 +100,9 @@ class SyntheticConfig(Section):
     vg_regions_per_image: int = Field(6, ge=1)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    # Processes building the images (the files are the same bytes whatever the number; see
+    # reports/benchmarks.md "Synthetic world": selective search makes 2 faster on 2 cores).
+    workers: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _ranges(self) -> "SyntheticConfig":

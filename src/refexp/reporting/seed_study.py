@@ -15,7 +15,7 @@ from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import Config  # noqa: E402
 from refexp.metrics.bootstrap import paired_difference  # noqa: E402
 from refexp.metrics.seeds import seed_difference  # noqa: E402
-from refexp.reporting.attention_regression import PAPER_ORDER, PAPER_TABLE3  # noqa: E402
+from refexp.reporting.attention_regression import PAPER_ORDER, PAPER_TABLE3, PAPER_TABLE4, TABLE4_VARIANTS  # noqa: E402
 from refexp.reporting.provenance import ModelInput, provenance, run_summary  # noqa: E402
 from refexp.reporting.scrc_report import PAPER_ROWS, paper_order_claims, scarce_data_claims  # noqa: E402
 from refexp.reporting.tables import markdown_table  # noqa: E402
@@ -29,7 +29,8 @@ def paper_scores(model: str) -> dict[str, float]:
     """The paper's number (%) for each of our variants that is a row of its table."""
     if model == "scrc":
         return {v: p_at_1 for v, _, p_at_1, *_ in PAPER_ROWS if v}
-    return {v: acc for v, (_, acc) in PAPER_TABLE3.items()}
+    return {**{v: acc for v, (_, acc) in PAPER_TABLE3.items()},
+            **{v: PAPER_TABLE4[row] for v, row in TABLE4_VARIANTS.items() if v not in PAPER_TABLE3}}
 
 
 def claims(cfg: Config, model: str) -> list[tuple[str, str]]:
