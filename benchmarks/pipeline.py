@@ -29,7 +29,7 @@ from benchmarks._report import write_section
 from refexp.reporting.provenance import git_revision
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING_KEY = re.compile(r"seconds|per_s|ms_per|_ms$|/ms|wall|timing")
+TIMING_KEY = re.compile(r"seconds|per_s|ms_per|_ms$|/ms|wall|timing|time_|_s$")
 
 
 def _env(root: Path) -> dict:

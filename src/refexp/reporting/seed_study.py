@@ -158,8 +158,7 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
              "the mean gap over seeds, with the paired t 95% interval over seeds (scipy.stats.ttest_rel); and at "
              "each seed, whether the gap is beyond that seed's test noise (paired bootstrap resampling the test "
              "images with all their queries, 95%). With few seeds the interval is wide; 'not resolved' means the "
-             "seeds disagree or the gap is small beside their spread.", "",
-             f"![scores per seed]({figure_path.relative_to(report_path.parent).as_posix()})", ""]
+             "seeds disagree or the gap is small beside their spread.", ""]
     for model in s.models:
         part = scores[scores["model"] == model]
         if part.empty:
@@ -173,6 +172,7 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
             lines += ["The paper's claims over training seeds (differences in points):", "", *_markdown(table)]
     train = scores.groupby("model", sort=False)["train_seconds"].sum()
     evaluation = scores.groupby("model", sort=False)["eval_seconds"].sum()
+    lines += ["## Scores per seed", "", f"![scores per seed]({figure_path.relative_to(report_path.parent).as_posix()})", ""]
     lines += ["## Cost", "", "On this CPU, summed over seeds: training "
               + ", ".join(f"{m} {v / 60:.1f} min" for m, v in train.items())
               + (f" (+ SCRC caption pretraining {pretrain_seconds / 60:.1f} min)" if pretrain_seconds else "")
