@@ -11,7 +11,7 @@ export ATEN_CPU_CAPABILITY ?= avx2
 export MKL_CBWR ?= AVX2
 export ONEDNN_MAX_CPU_ISA ?= AVX2
 
-.PHONY: setup run test test-fast ui lock check-java clean referit-image-free seed-study
+.PHONY: setup run test test-fast ui lock check-java clean referit-image-free seed-study retrain
 
 setup: check-java $(STAMP)
 
@@ -44,6 +44,12 @@ referit-image-free: setup
 seed-study: setup
 	$(VENV)/bin/dvc repro prepare_referit prepare_coco pretrain_backbone
 	$(PY) -m stages.seed_study
+
+# Train stages again from scratch: `dvc repro -f` alone resumes a finished checkpoint and trains nothing.
+# make retrain STAGE="train_scrc@scrc_full train_attention_regression@attention_full"
+retrain: setup
+	@test -n "$(STAGE)" || { echo 'usage: make retrain STAGE="<stage>[@item] ..."' >&2; exit 2; }
+	$(PY) -m flows.dag $(STAGE)
 
 test: setup
 	$(PY) -m pytest -q

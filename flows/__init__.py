@@ -1,6 +1,7 @@
 """Prefect orchestration of the DVC stages (the only place Prefect is imported).
 
-- flows.dag: the stage list and order from DVC, and running one stage through DVC;
+- flows.dag: the stage list and order from DVC, running one stage through DVC, and
+  `python -m flows.dag STAGE` (make retrain): a stage trained again from scratch;
 - flows.pipeline: the flow (one task per stage, retries from params.yaml) and its CLI;
 - flows.serve: `make ui`, a local Prefect server on 127.0.0.1 serving the flow with a cron schedule.
 """

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from collections import deque
@@ -110,8 +112,10 @@ def run_dvc_stage(
     if force:
         cmd.append("--force")
     tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
+    # Its own process group: a cancelled or failed flow ends dvc and the stage it runs, not only dvc.
     proc = subprocess.Popen(
-        cmd, cwd=repo, env=dvc_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd, cwd=repo, env=dvc_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        start_new_session=True,
     )
     try:
         for line in proc.stdout:
@@ -121,8 +125,66 @@ def run_dvc_stage(
                 on_line(line)
         code = proc.wait()
     except BaseException:
-        proc.kill()
-        proc.wait()
+        _end_group(proc)
         raise
     if code != 0:
         raise StageFailed(f"stage {stage} failed (dvc exit code {code}); last output:\n" + "\n".join(tail))
+
+
+def _end_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the run's process group (DVC then releases its lock), SIGKILL what is left after grace_s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def persisted_outputs(repo: str | Path, targets: Iterable[str]) -> list[Path]:
+    """The cached `persist: true` outputs of the targets' stages: the checkpoint folders a training stage
+    resumes from. A forced re-run deletes them first, else it would resume at the last step and train nothing."""
+    from dvc.repo import Repo
+
+    found: list[Path] = []
+    with Repo(str(repo)) as dvc_repo:
+        for target in targets:
+            dvcfile, _, name = target.rpartition(":")
+            for stage in dvc_repo.stage.collect(f"{os.path.join(dvc_repo.root_dir, dvcfile or 'dvc.yaml')}:{name}"):
+                found += [Path(out.fs_path) for out in stage.outs if out.persist and out.use_cache]
+    return found
+
+
+def clear_for_retrain(repo: str | Path, targets: Iterable[str]) -> list[Path]:
+    """Delete the targets' checkpoint folders (persisted_outputs); their metrics and reports stay until rewritten."""
+    cleared = []
+    for path in persisted_outputs(repo, targets):
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            log.info("retrain: removed %s", path)
+            cleared.append(path)
+    return cleared
+
+
+def retrain(argv: list[str] | None = None) -> int:
+    """`python -m flows.dag STAGE...` (make retrain STAGE=...): train the stages again from scratch."""
+    targets = sys.argv[1:] if argv is None else argv
+    if not targets:
+        print("usage: python -m flows.dag STAGE [STAGE...]   (e.g. train_scrc@scrc_full)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    repo = Path.cwd()
+    clear_for_retrain(repo, targets)
+    for target in targets:
+        run_dvc_stage(repo, target, force=True, on_line=print)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(retrain())

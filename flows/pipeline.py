@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from flows.dag import REPO_ROOT, flows_config, run_dvc_stage, stage_order
+from flows.dag import REPO_ROOT, clear_for_retrain, flows_config, run_dvc_stage, stage_order
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -31,6 +31,10 @@ def dvc_stage(repo: str, stage: str, force: bool = False) -> dict:
     attempt = task_run.run_count
     logger.info("dvc repro --single-item %s%s (attempt %d)", stage, " --force" if force else "", attempt)
     start = time.monotonic()
+    if force and attempt == 1:
+        # Forced means trained again: drop the checkpoint once; a retry then resumes this run's own.
+        for path in clear_for_retrain(repo, [stage]):
+            logger.info("forced: removed %s", path)
     run_dvc_stage(repo, stage, force=force, on_line=logger.info)
     return {"stage": stage, "attempts": attempt, "seconds": round(time.monotonic() - start, 3)}
 

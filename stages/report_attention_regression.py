@@ -10,13 +10,17 @@ Params: run.seed, training, attention_regression.
 from __future__ import annotations
 
 from refexp.config import Config
+from refexp.artifacts import keep_last_good
 from refexp.paths import Paths
 from refexp.reporting.attention_regression import build_report
 from stages._cli import stage_main
 
 
 def run(cfg: Config) -> dict:
-    return build_report(cfg, Paths.from_config(cfg))
+    paths = Paths.from_config(cfg)
+    # A failed or killed rendering keeps the last good report (the outputs persist in dvc.yaml).
+    with keep_last_good(paths.report("attention_regression"), paths.figures("attention_regression")):
+        return build_report(cfg, paths)
 
 
 def main() -> None:

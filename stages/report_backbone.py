@@ -8,13 +8,17 @@ Params: datasets, training, pretrain_backbone.
 from __future__ import annotations
 
 from refexp.config import Config
+from refexp.artifacts import keep_last_good
 from refexp.paths import Paths
 from refexp.reporting.backbone import build_backbone_report
 from stages._cli import stage_main
 
 
 def run(cfg: Config) -> dict:
-    return build_backbone_report(cfg, Paths.from_config(cfg))
+    paths = Paths.from_config(cfg)
+    # A failed or killed rendering keeps the last good report (the outputs persist in dvc.yaml).
+    with keep_last_good(paths.report("backbone"), paths.figures("backbone")):
+        return build_backbone_report(cfg, paths)
 
 
 def main() -> None:

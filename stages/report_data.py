@@ -8,13 +8,17 @@ Params: report_data, prepare_referit.datasets, prepare_coco.datasets.
 from __future__ import annotations
 
 from refexp.config import Config
+from refexp.artifacts import keep_last_good
 from refexp.paths import Paths
 from refexp.reporting.data_report import build_data_report
 from stages._cli import stage_main
 
 
 def run(cfg: Config) -> dict:
-    return build_data_report(cfg, Paths.from_config(cfg))
+    paths = Paths.from_config(cfg)
+    # A failed or killed rendering keeps the last good report (the outputs persist in dvc.yaml).
+    with keep_last_good(paths.report("data"), paths.figures("data")):
+        return build_data_report(cfg, paths)
 
 
 def main() -> None:

@@ -9,13 +9,17 @@ Params: datasets, training, scrc.
 from __future__ import annotations
 
 from refexp.config import Config
+from refexp.artifacts import keep_last_good
 from refexp.paths import Paths
 from refexp.reporting.scrc_report import build_scrc_report
 from stages._cli import stage_main
 
 
 def run(cfg: Config) -> dict:
-    return build_scrc_report(cfg, Paths.from_config(cfg))
+    paths = Paths.from_config(cfg)
+    # A failed or killed rendering keeps the last good report (the outputs persist in dvc.yaml).
+    with keep_last_good(paths.report("scrc"), paths.figures("scrc")):
+        return build_scrc_report(cfg, paths)
 
 
 def main() -> None:

@@ -34,6 +34,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_torch(obj: object, path: str | Path) -> None:
+    """torch.save, atomically, through a Python file so that a full or read-only disk raises an
+    OSError naming the file (torch's own writer raises a RuntimeError naming neither)."""
+    import torch
+
+    from refexp.errors import with_filename
+
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(obj, fh)
+        except OSError as err:
+            raise with_filename(err, path) from None
+
+
 def write_json(path: str | Path, obj: object) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -47,3 +62,40 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(f".{path.name}.previous")
+
+
+@contextlib.contextmanager
+def keep_last_good(*paths: str | Path) -> Iterator[None]:
+    """Outputs a stage rewrites in place (a report's figure folder, its markdown): the last good
+    version is moved aside while the stage runs, restored if it fails, dropped once it succeeds.
+    After a kill the aside copy survives and the next run restores it first, so a half-written
+    output never replaces the last good one."""
+    moved: list[Path] = []
+    for path in map(Path, paths):
+        previous = _previous(path)
+        if previous.exists():  # a killed earlier run: its aside copy is the last good state
+            _remove(path)
+        elif path.exists():
+            os.replace(path, previous)
+        if previous.exists():
+            moved.append(path)
+    try:
+        yield
+    except BaseException:
+        for path in moved:
+            _remove(path)
+            os.replace(_previous(path), path)
+        raise
+    for path in moved:
+        _remove(_previous(path))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -166,14 +166,14 @@ class TrainingConfig(Section):
     # times faster on 1 thread than on 2 (benchmarks/training.py measures both).
     cpu_threads: int = Field(0, ge=0)
 
-    def merged(self, overrides: Mapping[str, Any] | None) -> "TrainingConfig":
+    def merged(self, overrides: Mapping[str, Any] | None, source: str = "training overrides") -> "TrainingConfig":
         """This config with a variant's overrides applied and re-validated."""
         if not overrides:
             return self
         try:
             return TrainingConfig.model_validate({**self.model_dump(), **dict(overrides)})
         except ValidationError as err:
-            raise ConfigError(_format_errors(err, "training overrides")) from None
+            raise ConfigError(_format_errors(err, source)) from None
 
 
 
@@ -516,6 +516,47 @@ class Config(Section):
                     raise ValueError(f"{section}.datasets names unknown dataset '{name}'")
         return self
 
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> "Config":
+        """Every `training:` override and variant merge is validated at load, not when its stage
+        finally runs: a typo in a variant fails `load_config`, before DVC touches any output."""
+        try:
+            for where, chain in self.training_override_chains().items():
+                merged = self.training
+                for source, overrides in chain:
+                    merged = merged.merged(overrides, source)
+            free = self.referit_image_free
+            # The image-free run names variants of other sections; their existence is checked by its
+            # own stage (a params file may drop that run), their merged overrides here.
+            if free.regression_variant in self.attention_regression.variants:
+                base = self.attention_regression.variant_model(free.regression_variant)
+                try:
+                    AttentionRegressionModelConfig.model_validate({**base.model_dump(), **free.regression_model})
+                except ValidationError as err:
+                    raise ConfigError(_format_errors(err, "referit_image_free.regression_model")) from None
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    def training_override_chains(self) -> dict[str, list[tuple[str, Mapping[str, Any]]]]:
+        """Each training run's chain of overrides on top of `training`, named by where they sit."""
+        chains: dict[str, list[tuple[str, Mapping[str, Any]]]] = {
+            "pretrain_backbone": [("pretrain_backbone.training", self.pretrain_backbone.training)],
+            "pretrain_scrc": [("scrc.pretrain_training", self.scrc.pretrain_training)],
+            "attention_regression": [("attention_regression.training", self.attention_regression.training)],
+            "referit_image_free.regression": [
+                ("attention_regression.training", self.attention_regression.training),
+                ("referit_image_free.regression_training", self.referit_image_free.regression_training)],
+        }
+        for name, variant in self.scrc.variants.items():
+            chains[f"scrc.{name}"] = [("scrc.training", self.scrc.training),
+                                      (f"scrc.variants.{name}.training", variant.training)]
+        free = self.referit_image_free
+        if free.scrc_variant in self.scrc.variants:
+            chains["referit_image_free.scrc"] = [
+                *chains[f"scrc.{free.scrc_variant}"], ("referit_image_free.scrc_training", free.scrc_training)]
+        return chains
+
     def dataset(self, name: str) -> DatasetConfig:
         try:
             return self.datasets[name]
@@ -528,7 +569,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<top level>"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{key}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        # A whole-config check (variant merges) already names where the bad key sits.
+        lines.append(msg.replace("\n", "\n  ") if msg.startswith("invalid params in ") else f"{key}: {msg}")
     return f"invalid params in {source}:\n  " + "\n  ".join(lines)
 
 

@@ -1,58 +1,21 @@
 """`dvc repro` of the whole DAG on a tiny synthetic config, in a temporary copy of the repo."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, TINY_OVERRIDES, deep_merge
+from tests.repo_copy import copy_repo
+from tests.repo_copy import run as _run
 
 pytestmark = pytest.mark.slow
-
-# Extra shrinking for stages that train: the DAG must finish in a couple of minutes here.
-E2E_OVERRIDES: dict = {
-    "synthetic": {"n_images": 24},
-    "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2},
-    "pretrain_backbone": {"crop_size": 16, "training": {"steps": 3, "batch_size": 4}},
-    "scrc": {"embed_dim": 8, "hidden": 16, "feature_dim": 8, "image_size": 64, "crop_size": 16, "n_proposals": 12,
-             "figure_examples": 2, "pretrain_training": {"steps": 3}, "training": {"steps": 4}},
-    "attention_regression": {"training": {"steps": 4, "batch_size": 8}, "figure_examples": 2},
-    "build_region_benchmark": {"meteor_jvms": 1, "dask": {"local_workers": 1, "join_blocks": 2}},
-}
-TOP_LEVEL_IGNORED = {".venv", ".git", "data", "models", ".pytest_cache", ".prefect", "reports"}
-ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
-
-
-def _ignore(directory: str, names: list[str]) -> set[str]:
-    """Skip generated artifacts: the copy starts from sources and params only."""
-    ignored = set(ANYWHERE_IGNORED(directory, names))
-    if Path(directory) == REPO_ROOT:
-        ignored |= TOP_LEVEL_IGNORED & set(names)
-    if Path(directory) == REPO_ROOT / ".dvc":
-        ignored |= {"cache", "tmp"} & set(names)
-    return ignored
-
-
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(cwd), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
 
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("e2e") / "repo"
-    shutil.copytree(REPO_ROOT, work, ignore=_ignore)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params = deep_merge(deep_merge(params, TINY_OVERRIDES), E2E_OVERRIDES)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        assert _run(cmd, work).returncode == 0
+    work = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
     result = _run([sys.executable, "-m", "dvc", "repro"], work)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return work

@@ -157,3 +157,27 @@ def test_frozen_backbone_caches_standardised_features(tiny_world):
     assert state["feature_mean"].shape == (1, 128, 1, 1)  # the tiny backbone's channels
     metrics = evaluate_attention_regression.run(cfg, "attention_full")
     assert metrics["test/queries"] == 16
+
+
+def test_a_checkpoint_left_by_other_data_or_params_is_set_aside(tiny_world, caplog):
+    from stages import train_attention_regression
+
+    cfg = tiny_config()
+    train_attention_regression.run(cfg, "attention_full")
+    folder = tiny_world / "models/attention_regression/attention_full"
+    # The same params, the data changed outside DVC: the finished checkpoint must not be reused.
+    tuples = tiny_world / "data/prepare_referit/referit/tuples.parquet"
+    df = pd.read_parquet(tuples)
+    df.loc[0, "expression"] = "the red square"
+    df.to_parquet(tuples, index=False)
+    with caplog.at_level("WARNING"):
+        retrained = train_attention_regression.run(cfg, "attention_full")
+    assert (folder / "checkpoint.stale.pt").exists() and "another config/seed/model" in caplog.text
+    assert retrained["train/steps"] == 12
+    # A model param that leaves every tensor shape alone (dropout) is part of the key too.
+    raw = cfg.model_dump()
+    raw["attention_regression"]["model"]["dropout"] = 0.2
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train_attention_regression.run(parse_config(raw), "attention_full")
+    assert "another config/seed/model" in caplog.text

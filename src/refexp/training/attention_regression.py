@@ -248,16 +248,35 @@ def model_and_data(section: AttentionRegressionConfig, variant: str, paths, seed
     return model, examples, part, train, vocab
 
 
+def regression_run_key(section: AttentionRegressionConfig, variant: str, paths) -> str:
+    """The engine's run_key: the prepared tuples and vocabulary, the initial backbone weights, the model
+    code and every param of the variant's model, so a checkpoint left by other inputs is never resumed."""
+    import sys
+
+    import refexp.models.attention_regression
+    import refexp.models.backbones
+    import refexp.text.embeddings
+    from refexp.training.engine import run_key
+
+    weights = paths.backbone_weights(section.backbone, section.pretrained)
+    files = [paths.tuples(section.dataset), paths.vocab(section.dataset), *([weights] if weights else [])]
+    params = {**section.model_dump(include={"dataset", "backbone", "pretrained", "freeze_backbone", "image_size"}),
+              "model": section.variant_model(variant).model_dump()}
+    return run_key(files, [refexp.models.attention_regression, refexp.models.backbones, refexp.text.embeddings,
+                           sys.modules[__name__]], params)
+
+
 def train_variant(section: AttentionRegressionConfig, training, variant: str, paths, *, seed: int,
                   deterministic: bool = True, stage: str = "train_attention_regression", model_name: str = "attention_regression",
-                  stop_after_steps: int | None = None) -> dict:
+                  stop_after_steps: int | None = None, progress: bool = True) -> dict:
     from refexp.training.engine import fit
 
     model, examples, train, _, _ = model_and_data(section, variant, paths, seed, "train")
     metrics = fit(model, examples, make_loss_fn(section.variant_model(variant)), training,
                   paths.model_dir(model_name, variant), seed=seed, collate_fn=collate,
                   metrics_path=None, curve_path=paths.plots(stage, variant), deterministic=deterministic,
-                  stop_after_steps=stop_after_steps, progress=False)
+                  stop_after_steps=stop_after_steps, progress=progress,
+                  run_key=regression_run_key(section, variant, paths))
     metrics.update({"train/tuples": len(examples), "train/empty_expressions": examples.empty_expressions,
                     "train/embedding_coverage": float(getattr(model, "embedding_coverage", 0.0))})
     return metrics

@@ -18,9 +18,9 @@ images and on val2014.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from refexp.artifacts import atomic_path
+from refexp.artifacts import save_torch
 from refexp.config import Config, PretrainBackboneConfig
 from refexp.data.coco import decode_rle
 from refexp.data.skips import DataError
@@ -38,7 +38,7 @@ from refexp.data.torch_datasets import ImageStore
 from refexp.models.backbone_pretraining import DensePretrainer
 from refexp.models.backbones import build_backbone
 from refexp.paths import Paths
-from refexp.training.engine import fit
+from refexp.training.engine import fit, run_key
 from refexp.training.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -197,22 +197,17 @@ def dense_metrics(model: DensePretrainer, images: torch.Tensor, labels: torch.Te
 # ---------------------------------------------------------------- stage
 
 
-def inputs_digest(*files: Path) -> str:
-    """sha256 of the training data and this recipe's code: a persisted checkpoint is never resumed
-    after either changed (the engine's run_key)."""
+def backbone_run_key(section: PretrainBackboneConfig, *files: Path) -> str:
+    """The engine's run_key: the training data, this recipe's code and its params (besides training)."""
     import refexp.models.backbone_pretraining
     import refexp.models.backbones
 
-    h = hashlib.sha256()
-    for f in [*files, Path(__file__), Path(refexp.models.backbones.__file__),
-              Path(refexp.models.backbone_pretraining.__file__)]:
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()[:16]
+    return run_key(files, [refexp.models.backbones, refexp.models.backbone_pretraining, sys.modules[__name__]],
+                   section.model_dump(exclude={"training"}))
 
 
 def save_backbone(model: DensePretrainer, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(model.backbone.body.state_dict(), tmp)
+    save_torch(model.backbone.body.state_dict(), path)
 
 
 def build(section: PretrainBackboneConfig, n_classes: int) -> DensePretrainer:
@@ -241,7 +236,7 @@ def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
     weights = class_weights(train_labels, len(names), section.class_balance)
     metrics = fit(model, data, dense_loss(section.colour_weight, weights), tcfg, out_dir, seed=cfg.run.seed,
                   deterministic=cfg.run.deterministic, progress=progress, curve_path=paths.plots(STAGE, section.backbone),
-                  run_key=inputs_digest(paths.prepared(section.dataset) / "instances.parquet"))
+                  run_key=backbone_run_key(section, paths.prepared(section.dataset) / "instances.parquet"))
     save_backbone(model, out_dir / WEIGHTS_FILE)
     metrics.update({"train/images": len(train), "classes": len(names)})
     metrics.update(dense_metrics(model, train_images, train_labels, names, "train"))

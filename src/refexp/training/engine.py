@@ -26,9 +26,10 @@
 - A NaN/inf loss raises `NonFiniteLossError` naming the step.
 - Feedback: tqdm bar (loss, samples/s); per-step CSV curve (`curve_path`, DVC plots: step, loss,
   lr, samples_per_s, and loss_fn's extra floats); metrics JSON (`metrics_path`).
-- `run_key`: anything else that identifies the run (e.g. a hash of the training data and of the
-  initial weights); with cfg, seed and the model's parameter shapes it forms the checkpoint's
-  fingerprint, so a checkpoint left by different inputs is never resumed.
+- `run_key`: anything else that identifies the run (`run_key(files, modules, params)`: a hash of the
+  training data, the initial weights, the model code and the model's params); with cfg, seed and the
+  model's parameter shapes it forms the checkpoint's fingerprint, so a checkpoint left by different
+  inputs is set aside (logged), never resumed.
 - `stop_after_steps` ends this call early after that many optimizer steps (checkpoint written):
   the in-process stand-in for a kill, used by tests and by time-sliced schedulers.
 
@@ -45,16 +46,20 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from types import ModuleType
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from refexp.artifacts import save_torch
 from refexp.config import TrainingConfig
+from refexp.errors import CheckpointError, NonFiniteLossError  # noqa: F401  (re-exported)
 from refexp.training.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -64,12 +69,6 @@ LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, Mapping[str, float
 EvalFn = Callable[[torch.nn.Module], Mapping[str, float]]
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file exists but cannot be used."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite."""
 
 
 # ---------------------------------------------------------------- device / precision
@@ -189,6 +188,21 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainingConfig) -> torch.op
 # ---------------------------------------------------------------- checkpoints
 
 
+def run_key(files: Iterable[Path] = (), modules: Iterable[ModuleType] = (), params: Any = None) -> str:
+    """sha256 of what a run depends on beyond its TrainingConfig: its input files' bytes, the source of
+    the code that builds and trains the model (this engine's included) and the model's params. Passed
+    as `fit(run_key=...)`, so a persisted checkpoint is set aside, never resumed, after any of them changed."""
+    h = hashlib.sha256()
+    for f in files:
+        f = Path(f)
+        h.update(f.name.encode())
+        h.update(f.read_bytes() if f.exists() else b"<missing>")
+    for module in {m.__name__: m for m in [*modules, sys.modules[__name__]]}.values():
+        h.update(Path(module.__file__).read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
 def _fingerprint(cfg: TrainingConfig, seed: int, model: torch.nn.Module, run_key: str) -> str:
     shapes = sorted((k, tuple(v.shape)) for k, v in model.state_dict().items())
     text = json.dumps([cfg.model_dump(), seed, shapes, run_key], sort_keys=True, default=str)
@@ -219,9 +233,7 @@ def _set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically: a killed save never leaves a truncated checkpoint.pt."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_torch(payload, path)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -104,7 +104,8 @@ def run_experiment(cfg: Config, paths: Paths, *, progress: bool = False) -> tupl
     section = _regression_section(cfg)
     training = cfg.training.merged(section.training).merged(s.regression_training)
     reg_train = train_variant(section, training, s.regression_variant, rpaths, seed=cfg.run.seed,
-                              deterministic=cfg.run.deterministic, stage="train_regression", model_name="regression")
+                              deterministic=cfg.run.deterministic, stage="train_regression", model_name="regression",
+                              progress=progress)
     reg_eval, reg_pred = evaluate_variant(section, s.regression_variant, rpaths, seed=cfg.run.seed,
                                           model_name="regression")
     if reg_eval["test/queries"] != metrics["test/tuples"]:

@@ -15,9 +15,9 @@ Vocabulary: the referring-expression vocabulary (train split) followed by captio
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from refexp.artifacts import atomic_path, write_text
+from refexp.artifacts import save_torch, write_text
 from refexp.config import Config, ScrcVariant
 from refexp.data.proposals import proposals_for_images
 from refexp.data.torch_datasets import (
@@ -44,7 +44,7 @@ from refexp.models.layers import crop_and_resize
 from refexp.models.scrc import Scrc, transfer_from_captioner
 from refexp.paths import Paths
 from refexp.text.vocab import Vocab
-from refexp.training.engine import fit
+from refexp.training.engine import fit, run_key
 from refexp.training.features import FeatureCache
 from refexp.training.seed import seed_everything
 
@@ -170,22 +170,19 @@ def scrc_loss(model: Scrc, batch: dict) -> tuple[torch.Tensor, dict]:
     return -ll.mean(), {"nll_per_token": float(-ll.detach().sum() / n.sum())}
 
 
-def file_digest(*files: Path) -> str:
-    """sha256 over the files' bytes and the training code's source: what a run depends on beyond
-    its params (its run_key), so a persisted checkpoint is never resumed after the data, the
-    initial weights or the model code changed."""
+def scrc_run_key(cfg: Config, variant: str | None, *files: Path) -> str:
+    """The engine's run_key for a pretraining (variant None) or a fine-tuning: the data and initial
+    weights, the model code and every SCRC param that shapes the run besides its TrainingConfig."""
     import refexp.data.torch_datasets
     import refexp.models.backbones
     import refexp.models.layers
     import refexp.models.scrc
-    import refexp.training.engine
 
-    code = [Path(m.__file__) for m in (refexp.models.scrc, refexp.models.layers, refexp.models.backbones,
-                                       refexp.data.torch_datasets, refexp.training.engine)] + [Path(__file__)]
-    h = hashlib.sha256()
-    for f in [*files, *code]:
-        h.update(Path(f).read_bytes() if Path(f).exists() else b"<missing>")
-    return h.hexdigest()[:16]
+    model_params = cfg.scrc.model_dump(exclude={"variants", "training", "pretrain_training", "figure_examples",
+                                                "n_proposals", "proposal_queries"})
+    params = {"scrc": model_params, "variant": cfg.scrc.variant(variant).model_dump() if variant else None}
+    return run_key(files, [refexp.models.scrc, refexp.models.layers, refexp.models.backbones,
+                           refexp.data.torch_datasets, sys.modules[__name__]], params)
 
 
 def initial_weights(cfg: Config, paths: Paths) -> list[Path]:
@@ -196,8 +193,7 @@ def initial_weights(cfg: Config, paths: Paths) -> list[Path]:
 
 
 def save_model(model: torch.nn.Module, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+    save_torch(model.state_dict(), path)
 
 
 def load_model(model: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -226,8 +222,8 @@ def pretrain(cfg: Config, paths: Paths, progress: bool = True) -> dict:
     metrics = fit(model, data, scrc_loss, s.pretrain_config(cfg.training), out_dir, seed=cfg.run.seed,
                   collate_fn=collate_sequences, deterministic=cfg.run.deterministic, progress=progress,
                   curve_path=paths.plots("pretrain_scrc", PRETRAINED),
-                  run_key=file_digest(paths.prepared(s.caption_dataset) / "captions.parquet", paths.vocab(s.dataset),
-                                      *initial_weights(cfg, paths)))
+                  run_key=scrc_run_key(cfg, None, paths.prepared(s.caption_dataset) / "captions.parquet",
+                                       paths.vocab(s.dataset), *initial_weights(cfg, paths)))
     save_model(model, out_dir / MODEL_FILE)
     metrics.update({"train/captions": len(train), "train/images": int(train["image_path"].nunique()), "vocab_size": len(vocab)})
     return metrics
@@ -259,8 +255,9 @@ def finetune(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
         metrics.update(fit(model, data, scrc_loss, tcfg, out_dir, seed=cfg.run.seed, collate_fn=collate_sequences,
                            deterministic=cfg.run.deterministic, progress=progress,
                            curve_path=paths.plots("train_scrc", variant_name),
-                           run_key=file_digest(paths.tuples(dataset), paths.vocab(dataset), *initial_weights(cfg, paths),
-                                               *([paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE] if variant.transfer else []))))
+                           run_key=scrc_run_key(cfg, variant_name, paths.tuples(dataset), paths.vocab(dataset),
+                                                *initial_weights(cfg, paths),
+                                                *([paths.model_dir(MODEL, PRETRAINED) / MODEL_FILE] if variant.transfer else []))))
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics["train/steps"] = 0

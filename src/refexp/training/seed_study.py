@@ -128,7 +128,8 @@ def _regression_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict],
     training = cfg.training.merged(section.training)
     rows, hits = [], []
     for name in section.variants:
-        trained = train_variant(section, training, name, spaths, seed=seed, deterministic=cfg.run.deterministic)
+        trained = train_variant(section, training, name, spaths, seed=seed, deterministic=cfg.run.deterministic,
+                                progress=False)
         started = time.perf_counter()
         metrics, table = evaluate_variant(section, name, spaths, seed=seed)
         rows.append(_score_row("attention_regression", name, seed, trained, metrics, time.perf_counter() - started))
