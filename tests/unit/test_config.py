@@ -109,3 +109,20 @@ def test_regression_training_default_is_table_1():
     assert AttentionRegressionConfig().training == {"optimizer": "adam", "lr": 0.001, "batch_size": 20}
     m = AttentionRegressionModelConfig()
     assert (m.dropout, m.lambda_squared_error, m.lambda_penalty) == (0.6, 1e-4, 1e-5)
+
+
+@pytest.mark.parametrize("override, where, key", [
+    ({"scrc": {"training": {"lr": "fast"}}}, "scrc.training", "lr"),
+    ({"attention_regression": {"training": {"schedule": "cosin"}}}, "attention_regression.training", "schedule"),
+    ({"pretrain_backbone": {"training": {"stepz": 3}}}, "pretrain_backbone.training", "stepz"),
+    ({"scrc": {"pretrain_training": {"batch_size": 0}}}, "scrc.pretrain_training", "batch_size"),
+    ({"scrc": {"variants": {"scrc_full": {"training": {"optimizer": "lbfgs"}}}}},
+     "scrc.variants.scrc_full.training", "optimizer"),
+    ({"referit_image_free": {"regression_training": {"lr": -1}}}, "referit_image_free.regression_training", "lr"),
+    ({"referit_image_free": {"regression_model": {"dropout": 2}}}, "referit_image_free.regression_model", "dropout"),
+])
+def test_every_training_override_is_validated_at_load(override, where, key):
+    raw = deep_merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), override)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "params.yaml")
+    assert f"invalid params in {where}" in str(err.value) and key in str(err.value)
