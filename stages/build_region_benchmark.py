@@ -26,10 +26,11 @@ def run(cfg: Config, item: str) -> dict:
     for name in ("region_descriptions.json", "image_data.json"):
         if files[name] is None:
             raise DataError(raw / name, "missing (run fetch_data for this dataset)")
-    skips, image_skips = SkipCounter(), SkipCounter()
+    skips, image_skips, graph_skips = SkipCounter(), SkipCounter(), SkipCounter()
     regions = load_regions(files["region_descriptions.json"], skips)
     images = load_images(files["image_data.json"], image_skips)
-    graphs = load_region_graph_counts(files["region_graphs.json"]) if files["region_graphs.json"] else None
+    graphs = (load_region_graph_counts(files["region_graphs.json"], graph_skips) if files["region_graphs.json"]
+              else None)
     with dask_client(p.dask) as client, MeteorPool(p.meteor_jvms, p.meteor_batch_size) as meteor:
         tables, metrics = build(
             regions, images, graphs, dataset=item, raw_dir=raw.relative_to(paths.root), source=str(files["region_descriptions.json"]),
@@ -39,6 +40,8 @@ def run(cfg: Config, item: str) -> dict:
             meteor=meteor, n_blocks=p.dask.join_blocks, client=client)
         metrics["mining/meteor_jvm_restarts"] = meteor.stats["restarts"]
     metrics.update(image_skips.as_metrics("skipped_images/"))
+    metrics.update(graph_skips.as_metrics("skipped_graphs/"))
+    metrics.update({f"input/{unit}": n for unit, n in (image_skips.inputs + graph_skips.inputs).items()})
     with atomic_path(paths.stage_dir("build_region_benchmark", item)) as tmp:
         tmp.mkdir(parents=True)
         for name in ("regions", "queries", "pairs"):

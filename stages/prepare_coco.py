@@ -2,7 +2,8 @@
 
 Inputs: data/raw/<item>/ (annotations/{instances,captions}_{train,val}2014.json, train2014/, val2014/).
 Outputs: data/prepare_coco/<item>/{captions.parquet, instances.parquet, vocab.txt},
-         reports/metrics/prepare_coco/<item>.json.
+         reports/metrics/prepare_coco/<item>.json (input/<unit> = rows + every skipped/<unit>/<reason>,
+         for units captions and instances; kept_with_defect/<unit>/<reason>; checks/<name>).
 Params: prepare_coco.min_word_count, prepare_coco.max_tokens, datasets.
 """
 from __future__ import annotations

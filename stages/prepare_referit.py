@@ -3,7 +3,8 @@ released vocab/vocabulary_scrc.txt when the layout has it (prepare_referit.vocab
 else the train split's words.
 
 Inputs: data/raw/<item>/ (ReferIt layout, real or synthetic).
-Outputs: data/prepare_referit/<item>/{tuples.parquet, vocab.txt}, reports/metrics/prepare_referit/<item>.json.
+Outputs: data/prepare_referit/<item>/{tuples.parquet, vocab.txt}, reports/metrics/prepare_referit/<item>.json
+  (with input/expressions = the tuples + every skipped/<reason>; kept_with_defect/<reason>; checks/<name>).
 Params: prepare_referit.min_word_count, .max_tokens, .vocabulary, datasets.
 """
 from __future__ import annotations

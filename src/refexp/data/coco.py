@@ -13,9 +13,21 @@
 Counted skips: an annotation or caption whose image is not in `images`
 [annotation_without_image / caption_without_image] (the shared 2014 samples cut
 the images and annotations lists independently), a box with w <= 0 or h <= 0
-[nonpositive_box_size], an annotation without segmentation [annotation_without_mask],
-an empty caption [empty_caption], an annotation whose category is unknown
-[unknown_category]. Files that are not COCO JSON are DataError naming the file.
+[nonpositive_box_size], a box reaching more than a pixel beyond its image
+[box_outside_image], an annotation without segmentation [annotation_without_mask],
+a polygon pycocotools cannot rasterise or would misread (fewer than 3 points, an
+odd number of coordinates, a non-number, a part that is not a list: a 4-number
+part would silently become a box) [bad_polygon], an RLE whose size is not the
+image's or whose runs do not cover it [bad_rle], an empty caption
+[empty_caption], an annotation whose category is unknown [unknown_category].
+Skips count annotations (`skips.read`, units "instances" / "captions"), so rows +
+skips = the annotations in the file.
+
+DataError naming the file and the record: files that are not COCO JSON, an
+image, annotation or category entry lacking a key or with a value of the wrong
+type (an id that is a list, a size that is not a positive whole number, a bbox
+that is not 4 finite numbers), and an id listed twice (pycocotools' index would
+silently keep the last).
 """
 from __future__ import annotations
 
@@ -32,12 +44,53 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from refexp.data.schema import COLUMNS
-from refexp.data.skips import DataError, SkipCounter, read_json
+from refexp.data.skips import DataError, SkipCounter, is_number, numbers, read_json
 from refexp.text.tokenize import tokenize
 
 log = logging.getLogger(__name__)
 
 _IMAGE_SET_IN_NAME = re.compile(r"(train|val|test)(\d{4})")
+
+
+def is_id(value) -> bool:
+    return type(value) in (int, str)  # hashable scalars; not bool, float, list or dict
+
+
+def _positive_whole(value) -> bool:
+    return is_number(value) and value > 0 and float(value).is_integer()
+
+
+def _check_entries(path: Path, data: dict, key: str, what: str, id_key: str, check) -> None:
+    """Every entry of data[key] is a dict that passes `check` (None or a problem), ids unique."""
+    first: dict = {}
+    for i, entry in enumerate(data[key]):
+        where = f"{key}[{i}]"
+        problem = check(entry) if isinstance(entry, dict) else f"is a {type(entry).__name__}, not an object"
+        if problem is not None:
+            raise DataError(path, f"{what} entry {problem}", record=where)
+        entry_id = entry[id_key]
+        if entry_id in first:
+            raise DataError(path, f"{what} id {entry_id!r} listed twice ({key}[{first[entry_id]}] and {where}); "
+                            "one would silently replace the other", record=where)
+        first[entry_id] = i
+
+
+def _image_problem(img: dict) -> str | None:
+    if not {"id", "file_name", "width", "height"} <= img.keys():
+        return "needs id, file_name, width, height"
+    if not is_id(img["id"]):
+        return f"has id {img['id']!r}, expected an integer or string"
+    if not (isinstance(img["file_name"], str) and img["file_name"]):
+        return f"has file_name {img['file_name']!r}, expected a non-empty string"
+    if not (_positive_whole(img["width"]) and _positive_whole(img["height"])):
+        return f"has size {img['width']!r}x{img['height']!r}, expected positive whole pixels"
+    return None
+
+
+def _category_problem(cat: dict) -> str | None:
+    if not ({"id", "name"} <= cat.keys() and is_id(cat["id"]) and isinstance(cat["name"], str)):
+        return "needs an integer id and a string name"
+    return None
 
 
 def read_coco(path: Path, required: tuple[str, ...]) -> COCO:
@@ -48,14 +101,21 @@ def read_coco(path: Path, required: tuple[str, ...]) -> COCO:
     missing = [k for k in required if not isinstance(data.get(k), list)]
     if missing:
         raise DataError(path, f"not a COCO annotation file: no list {missing}")
-    for i, img in enumerate(data["images"]):
-        if not (isinstance(img, dict) and {"id", "file_name", "width", "height"} <= img.keys()):
-            raise DataError(path, "image entry needs id, file_name, width, height", record=f"images[{i}]")
+    if "categories" in data and not isinstance(data["categories"], list):
+        raise DataError(path, f"categories is a {type(data['categories']).__name__}, expected a list")
+    _check_entries(path, data, "images", "image", "id", _image_problem)
     # pycocotools indexes by these keys; check them here so a bad entry is named, not a KeyError.
-    needed = {"id", "image_id", "category_id"} if "categories" in data else {"id", "image_id"}
-    for i, ann in enumerate(data["annotations"]):
-        if not (isinstance(ann, dict) and needed <= ann.keys()):
-            raise DataError(path, f"annotation entry needs {sorted(needed)}", record=f"annotations[{i}]")
+    needed = ("id", "image_id", "category_id") if "categories" in data else ("id", "image_id")
+
+    def annotation_problem(ann: dict) -> str | None:
+        if not set(needed) <= ann.keys():
+            return f"needs {sorted(needed)}"
+        bad = [k for k in needed if not is_id(ann[k])]
+        return f"has {bad[0]} {ann[bad[0]]!r}, expected an integer or string" if bad else None
+
+    _check_entries(path, data, "annotations", "annotation", "id", annotation_problem)
+    if "categories" in data:
+        _check_entries(path, data, "categories", "category", "id", _category_problem)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -87,6 +147,30 @@ def segmentation_to_rle(segmentation, height: int, width: int) -> dict:
     if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
         return segmentation
     raise ValueError(f"unknown segmentation type {type(segmentation).__name__}")
+
+
+def segmentation_problem(segmentation, height: int, width: int) -> str | None:
+    """The skip reason for a segmentation that pycocotools would reject deep inside (a bare
+    Exception) or misread silently, or None when it is usable. Types that are neither
+    polygons nor RLE are left to segmentation_to_rle's ValueError."""
+    if isinstance(segmentation, list):
+        for part in segmentation:
+            # pycocotools reads a 4-number part as a box, drops an odd last coordinate,
+            # and raises "input type is not supported" for fewer than 4.
+            if not (isinstance(part, list) and len(part) >= 6 and len(part) % 2 == 0
+                    and all(is_number(v) for v in part)):
+                return "bad_polygon"
+        return None
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (list, str, bytes)):
+        if segmentation.get("size") != [height, width]:
+            return "bad_rle"  # a mask of another size would not line up with the image
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            if not (all(type(c) is int and c >= 0 for c in counts) and sum(counts) == height * width):
+                return "bad_rle"
+        elif not counts:
+            return "bad_rle"
+    return None
 
 
 def rle_counts(rle: dict) -> str:
@@ -126,6 +210,29 @@ def load_categories(path: str | Path) -> pd.DataFrame:
     })
 
 
+def instance_box(path: Path, ann: dict, img: dict) -> tuple[float, float, float, float] | str:
+    """(x, y, w, h) of a usable box, or the skip reason; a box that is not 4 finite numbers is a DataError."""
+    bbox = ann.get("bbox")
+    if not numbers(bbox, 4):
+        raise DataError(path, f"expected bbox [x, y, w, h] of 4 finite numbers, got {bbox!r}",
+                        record=f"annotation {ann['id']}")
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return "nonpositive_box_size"
+    # Continuous coordinates: x + w == width is the image's edge; a pixel of slack for rounding.
+    if x < -1 or y < -1 or x + w > img["width"] + 1 or y + h > img["height"] + 1:
+        return "box_outside_image"
+    return x, y, w, h
+
+
+def annotation_mask(path: Path, ann: dict, img: dict) -> str:
+    """The compressed RLE counts of an annotation whose segmentation passed segmentation_problem."""
+    try:
+        return rle_counts(segmentation_to_rle(ann["segmentation"], img["height"], img["width"]))
+    except Exception as e:  # pycocotools raises bare Exception; ValueError/TypeError/KeyError for bad dicts
+        raise DataError(path, f"bad segmentation: {e}", record=f"annotation {ann['id']}") from e
+
+
 def load_instances(path: str | Path, skips: SkipCounter | None = None,
                    image_dir: str | None = None) -> pd.DataFrame:
     """One row per annotation whose image is listed; masks as compressed RLE."""
@@ -136,6 +243,7 @@ def load_instances(path: str | Path, skips: SkipCounter | None = None,
     cols: dict[str, list] = {c: [] for c in (
         "image_id", "file_name", "image_path", "image_width", "image_height", "region_id",
         "x1", "y1", "x2", "y2", "category", "category_id", "mask_rle", "iscrowd", "area")}
+    skips.read("instances", len(coco.dataset["annotations"]))
     for ann in coco.dataset["annotations"]:
         img = coco.imgs.get(ann["image_id"])
         if img is None:
@@ -145,20 +253,24 @@ def load_instances(path: str | Path, skips: SkipCounter | None = None,
         if cat is None:
             skips.add("unknown_category", path, ann["id"])
             continue
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            raise DataError(path, f"expected bbox [x, y, w, h], got {bbox!r}", record=f"annotation {ann['id']}")
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            skips.add("nonpositive_box_size", path, ann["id"])
+        box = instance_box(path, ann, img)
+        if isinstance(box, str):
+            skips.add(box, path, ann["id"])
             continue
+        x, y, w, h = box
+        iscrowd, area = ann.get("iscrowd", 0), ann.get("area")
+        area = np.nan if area is None else area
+        if type(iscrowd) not in (int, float) or iscrowd not in (0, 1) or type(area) not in (int, float):
+            raise DataError(path, f"expected iscrowd 0/1 and a numeric area, got {iscrowd!r}, {area!r}",
+                            record=f"annotation {ann['id']}")
         if not ann.get("segmentation"):
             skips.add("annotation_without_mask", path, ann["id"])
             continue
-        try:
-            rle = segmentation_to_rle(ann["segmentation"], img["height"], img["width"])
-        except (ValueError, TypeError, KeyError) as e:  # malformed polygon / RLE
-            raise DataError(path, f"bad segmentation: {e}", record=f"annotation {ann['id']}") from e
+        problem = segmentation_problem(ann["segmentation"], img["height"], img["width"])
+        if problem is not None:
+            skips.add(problem, path, f"annotation {ann['id']}")
+            continue
+        mask = annotation_mask(path, ann, img)
         cols["image_id"].append(str(img["id"]))
         cols["file_name"].append(img["file_name"])
         cols["image_path"].append(_image_path(folder, img["file_name"]))
@@ -171,9 +283,9 @@ def load_instances(path: str | Path, skips: SkipCounter | None = None,
         cols["y2"].append(y + h - 1)
         cols["category"].append(cat["name"])
         cols["category_id"].append(cat["id"])
-        cols["mask_rle"].append(rle_counts(rle))
-        cols["iscrowd"].append(int(ann.get("iscrowd", 0)))
-        cols["area"].append(float(ann.get("area", np.nan)))
+        cols["mask_rle"].append(mask)
+        cols["iscrowd"].append(int(iscrowd))
+        cols["area"].append(float(area))
     log.info("COCO instances %s: %d annotations (%d skipped)", path.name, len(cols["image_id"]), skips.total)
     df = _typed(cols)
     return df.astype({"category_id": "int64", "iscrowd": "int64", "area": "float64"})
@@ -188,6 +300,7 @@ def load_captions(path: str | Path, skips: SkipCounter | None = None,
     folder = image_dir if image_dir is not None else image_set(path, coco.dataset["images"])
     cols: dict[str, list] = {c: [] for c in (
         "image_id", "file_name", "image_path", "image_width", "image_height", "caption_id", "caption", "tokens")}
+    skips.read("captions", len(coco.dataset["annotations"]))
     for ann in coco.dataset["annotations"]:
         img = coco.imgs.get(ann["image_id"])
         if img is None:

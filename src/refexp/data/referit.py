@@ -17,12 +17,16 @@ Bad records are counted skips (reason in brackets), never silent drops:
 a region with no box [region_without_box], an image with no size
 [image_without_size], a box with x2 < x1 or y2 < y1 [nonpositive_box_size], a box
 beyond its image [box_outside_image], an empty or whitespace expression
-[empty_expression], a region id that is not "<img>_<k>" [malformed_region_id],
-and, when the optional files exist, an image outside the split's image list
-[image_not_in_split] or a region missing from the image's imcrop list
-[region_not_in_imcrop]. Skips count expressions (rows), so rows + skips = the
-number of expressions in the query file. Unreadable files and values of the
-wrong type are DataError naming the file and the record.
+[empty_expression], a region id that is not "<img>_<k>" with a numeric k
+[malformed_region_id], and, when the optional files exist, an image outside the
+split's image list [image_not_in_split] or a region missing from the image's
+imcrop list [region_not_in_imcrop]. Skips count expressions (rows), so rows +
+skips = the number of expressions in the query file (`skips.read`, unit
+"expressions"). Whether each optional cross-check was made goes into `checks`
+(a missing split list or imcrop file is logged and reported, not silent).
+Unreadable files, values of the wrong type (a box that is not 4 finite numbers,
+a size that is not 2 positive whole numbers) and a key listed twice in one JSON
+object are DataError naming the file and the record.
 
 An expression whose text has no word (e.g. '...') is kept, with empty tokens:
 it is a real annotation and the released counts include it.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +44,7 @@ import pandas as pd
 import scipy.io
 
 from refexp.data.schema import to_frame
-from refexp.data.skips import DataError, SkipCounter, read_json
+from refexp.data.skips import DataError, SkipCounter, numbers, read_json
 from refexp.text.tokenize import tokenize
 
 log = logging.getLogger(__name__)
@@ -149,7 +154,7 @@ def proposals_path(root: str | Path, image_id: str) -> Path:
 
 
 def _read_mapping(path: Path) -> dict:
-    data = read_json(path)
+    data = read_json(path, unique_keys=True)
     if not isinstance(data, dict):
         raise DataError(path, f"expected a JSON object at top level, got {type(data).__name__}")
     return data
@@ -162,18 +167,33 @@ def _read_imlist(path: Path) -> set[str]:
         raise DataError(path, f"unreadable image list: {e}") from e
 
 
-_NUMBER_TYPES = (int, float)  # exact types: JSON numbers, and not bool
+def _read_imcrop(path: Path) -> dict[str, set[str]]:
+    imcrop = {}
+    for image_name, regions in _read_mapping(path).items():
+        if not (isinstance(regions, list) and all(isinstance(r, str) for r in regions)):
+            raise DataError(path, f"expected a list of region ids, got {regions!r}", record=image_name)
+        imcrop[image_name] = set(regions)
+    return imcrop
 
 
-def _numbers(values, n: int) -> bool:
-    return isinstance(values, list) and len(values) == n and all(type(v) in _NUMBER_TYPES for v in values)
+_REGION_ID = re.compile(r"(.+)_(\d+)")
 
 
-def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.DataFrame:
-    """One row per (image, region, expression) of `split`, in the common schema."""
+def _whole(value) -> bool:
+    return float(value).is_integer()
+
+
+def load(root: str | Path, split: str, skips: SkipCounter | None = None,
+         checks: dict[str, bool] | None = None) -> pd.DataFrame:
+    """One row per (image, region, expression) of `split`, in the common schema.
+
+    checks, if given, receives split_list_cross_checked/<split> and
+    imcrop_cross_checked: whether the optional cross-check files were there.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown ReferIt split {split!r}; expected one of {SPLITS}")
     skips = SkipCounter() if skips is None else skips
+    checks = {} if checks is None else checks
     layout = ReferItLayout.discover(root)
     query_path = layout.require(query_file(split))
     bbox_path = layout.require(BBOX_FILE)
@@ -183,12 +203,17 @@ def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.D
     sizes = _read_mapping(imsize_path)
 
     imcrop_path = layout.find(IMCROP_FILE)
-    imcrop = None
-    if imcrop_path is not None:
-        imcrop = {img: set(regions) for img, regions in _read_mapping(imcrop_path).items()
-                  if isinstance(regions, list)}
+    imcrop = _read_imcrop(imcrop_path) if imcrop_path is not None else None
     imlist_path = layout.find(imlist_file(split))
     imlist = _read_imlist(imlist_path) if imlist_path is not None else None
+    # The released layout has both; without them the check is not made, and that is reported.
+    checks[f"split_list_cross_checked/{split}"] = imlist is not None
+    checks["imcrop_cross_checked"] = imcrop is not None
+    if imlist is None:
+        log.warning("ReferIt %s: no %s under %s; images are not cross-checked against the split list",
+                    split, imlist_file(split), layout.root)
+    if imcrop is None:
+        log.warning("ReferIt: no %s under %s; regions are not cross-checked against it", IMCROP_FILE, layout.root)
     kinds_path = layout.find(KINDS_FILE)
     kinds = _read_mapping(kinds_path) if kinds_path is not None else None
     image_files = layout.image_files()
@@ -201,23 +226,27 @@ def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.D
             raise DataError(query_path, f"expected a list of expressions, got {type(expressions).__name__}",
                             record=region_id)
         n = len(expressions)
-        image_id, sep, _ = region_id.rpartition("_")
-        if not sep or not image_id:
+        skips.read("expressions", n)
+        match = _REGION_ID.fullmatch(region_id)
+        if match is None:
             skips.add("malformed_region_id", query_path, region_id, n)
             continue
+        image_id = match.group(1)
         box = boxes.get(region_id)
         if box is None:
             skips.add("region_without_box", query_path, region_id, n)
             continue
-        if not _numbers(box, 4):
-            raise DataError(bbox_path, f"expected [xmin, ymin, xmax, ymax], got {box!r}", record=region_id)
+        if not numbers(box, 4):
+            raise DataError(bbox_path, f"expected 4 finite numbers [xmin, ymin, xmax, ymax], got {box!r}",
+                            record=region_id)
         image_name = f"{image_id}.jpg"
         size = sizes.get(image_name)
         if size is None:
             skips.add("image_without_size", imsize_path, image_name, n)
             continue
-        if not (_numbers(size, 2) and size[0] > 0 and size[1] > 0):
-            raise DataError(imsize_path, f"expected [width, height], got {size!r}", record=image_name)
+        if not (numbers(size, 2) and size[0] > 0 and size[1] > 0 and _whole(size[0]) and _whole(size[1])):
+            raise DataError(imsize_path, f"expected [width, height] in positive whole pixels, got {size!r}",
+                            record=image_name)
         if imlist is not None and image_id not in imlist:
             skips.add("image_not_in_split", imlist_path, region_id, n)
             continue
@@ -225,7 +254,7 @@ def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.D
             skips.add("region_not_in_imcrop", imcrop_path, region_id, n)
             continue
         x1, y1, x2, y2 = box
-        width, height = size
+        width, height = int(size[0]), int(size[1])
         if x2 < x1 or y2 < y1:
             skips.add("nonpositive_box_size", bbox_path, region_id, n)
             continue
@@ -233,8 +262,9 @@ def load(root: str | Path, split: str, skips: SkipCounter | None = None) -> pd.D
             skips.add("box_outside_image", bbox_path, region_id, n)
             continue
         region_kinds = kinds.get(region_id) if kinds is not None else None
-        if region_kinds is not None and (not isinstance(region_kinds, list) or len(region_kinds) != n):
-            raise DataError(kinds_path, f"expected a list of {n} kinds, got {region_kinds!r}", record=region_id)
+        if region_kinds is not None and not (isinstance(region_kinds, list) and len(region_kinds) == n
+                                             and all(isinstance(k, str) for k in region_kinds)):
+            raise DataError(kinds_path, f"expected a list of {n} kind names, got {region_kinds!r}", record=region_id)
         image_path = image_files.get(image_name)
         for i, expression in enumerate(expressions):
             if not isinstance(expression, str):
@@ -307,6 +337,8 @@ def read_mask(path: str | Path, image_size: tuple[int, int] | None = None) -> np
     if MASK_KEY not in mat:
         raise DataError(path, f"no key {MASK_KEY!r} in .mat (keys: {sorted(k for k in mat if not k.startswith('__'))})")
     seg = np.asarray(mat[MASK_KEY])
+    if not (np.issubdtype(seg.dtype, np.number) or seg.dtype == bool):  # a cell or struct array
+        raise DataError(path, f"{MASK_KEY} holds {seg.dtype} values, expected a numeric image")
     if seg.ndim != 2:
         raise DataError(path, f"{MASK_KEY} has shape {seg.shape}, expected (height, width)")
     if image_size is not None:
@@ -333,4 +365,8 @@ def load_proposals(path: str | Path) -> np.ndarray:
         raise DataError(path, f"expected 4 columns x1 y1 x2 y2, got {boxes.shape[1]}")
     if not np.isfinite(boxes).all():
         raise DataError(path, "non-finite proposal coordinates")
+    inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if inverted.size:  # x2 < x1 or y2 < y1: every IoU with it would be meaningless
+        raise DataError(path, f"proposal has x2 < x1 or y2 < y1: {boxes[inverted[0]].tolist()}",
+                        record=f"line {inverted[0] + 1}")
     return boxes.astype(np.int64)  # as SCRC reads them (values are whole numbers)

@@ -24,13 +24,18 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from refexp.data.skips import DataError
 from refexp.text.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
 
-class ImageError(ValueError):
-    """An image that cannot be read, naming the file."""
+class ImageError(DataError):
+    """An image that cannot be read, naming the file (a DataError: a stage reports it in one line)."""
+
+    def __init__(self, message: str):
+        ValueError.__init__(self, message)
+        self.file, self.record, self.detail = "", None, message
 
 
 class ImageStore:
@@ -38,6 +43,11 @@ class ImageStore:
 
     def __init__(self, image_paths: Sequence[str], root: Path, size: int):
         self.size = size
+        absent = sum(1 for p in image_paths if p is None or p is pd.NA or (isinstance(p, float) and np.isnan(p)))
+        if absent:
+            # prepare kept these rows without an image (kept_with_defect/image_missing in its metrics)
+            raise ImageError(f"{absent} of {len(image_paths)} rows name no image file on disk (the prepare stage "
+                             "counted them under kept_with_defect/); fetch the images or use an image-free variant")
         unique = list(dict.fromkeys(str(p) for p in image_paths))
         self.index = {p: i for i, p in enumerate(unique)}
         self.images = torch.empty((len(unique), 3, size, size), dtype=torch.uint8)

@@ -11,9 +11,17 @@ Layouts read (what the official zips contain):
 - image_data.json: [{image_id | id, url, width, height, coco_id, flickr_id}].
 - region_graphs.json (optional): [{"regions": [{region_id, objects: [...], relationships: [...]}]}].
 
-A truncated or malformed file raises DataError naming the file and the last region
-read; a record lacking a field or with a non-numeric box is counted in `skips`
-under "malformed_region" / "malformed_image".
+A truncated or malformed file, or one whose top level is not a list (e.g. a single
+image's object), raises DataError naming the file and the last region read. An
+image entry without a "regions" list is a DataError naming the entry. A record
+lacking a field, with a box or id that is not a finite number (a string, a bool,
+NaN/inf, a fractional id) or a phrase that is not a string, is counted in `skips`
+under "malformed_region" / "malformed_image" (a DataError when no counter is
+given); a region id or image id seen before is counted under
+"duplicate_region_id" / "duplicate_image" and the first one kept (later joins are
+by id, so a duplicate would silently double or replace rows). Region graphs: the
+same under "malformed_region_graph" / "duplicate_region_graph". `skips.read`
+counts the input records (units "regions", "images", "region_graphs").
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ import ijson
 import numpy as np
 import pandas as pd
 
-from refexp.data.skips import DataError, SkipCounter
+from refexp.data.skips import DataError, SkipCounter, is_number
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +45,48 @@ IMAGE_COLUMNS = ["image_id", "width", "height", "url", "coco_id", "flickr_id"]
 def _id(value: Any) -> int:
     if isinstance(value, dict):  # v1.0 sometimes nests the image
         value = value.get("image_id", value.get("id"))
-    if isinstance(value, bool) or value is None:
+    if not (is_number(value) and float(value).is_integer()):  # no bool, None, string, 1.5
         raise ValueError(f"bad id {value!r}")
     return int(value)
 
 
-def _stream(path: Path, prefix: str, what: str) -> Iterator[dict]:
+def _number(value: Any) -> float:
+    if not is_number(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    return float(value)
+
+
+def _check_top_level(path: Path, what: str) -> None:
+    """A VG file is a JSON list; an object at top level would stream nothing at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            if head.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
+                head = head[3:]
+            head = head.lstrip()
+            while not head and (chunk := f.read(1 << 16)):  # leading whitespace beyond the first read
+                head = chunk.lstrip()
+    except FileNotFoundError as e:
+        raise DataError(path, "file not found") from e
+    if not head:
+        raise DataError(path, f"empty file, expected a JSON list of {what}")
+    if head[:1] != b"[":
+        kind = "an object" if head[:1] == b"{" else f"{head[:20]!r}"
+        raise DataError(path, f"top level is {kind}, expected a JSON list of {what} (is this the right file?)")
+
+
+def _stream(path: Path, prefix: str, what: str, last_of=None) -> Iterator[dict]:
     """Yield the objects at `prefix`; turn parse errors into DataError naming the last good record."""
+    _check_top_level(path, what)
     last: Any = None
     try:
         with open(path, "rb") as f:
             for obj in ijson.items(f, prefix, use_float=True):
                 yield obj
-                last = obj.get("region_id", obj.get("id", obj.get("image_id"))) if isinstance(obj, dict) else None
+                if last_of is not None:
+                    last = last_of(obj, last)
+                elif isinstance(obj, dict):
+                    last = obj.get("region_id", obj.get("id", obj.get("image_id")))
     except FileNotFoundError as e:
         raise DataError(path, "file not found") from e
     except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as e:
@@ -57,26 +94,62 @@ def _stream(path: Path, prefix: str, what: str) -> Iterator[dict]:
         raise DataError(path, f"truncated or malformed JSON {where}: {e}", record=last) from e
 
 
+def _last_region(entry: Any, last: Any) -> Any:
+    regions = entry.get("regions") if isinstance(entry, dict) else None
+    if isinstance(regions, list) and regions and isinstance(regions[-1], dict):
+        return regions[-1].get("region_id", regions[-1].get("id", last))
+    return last
+
+
+def _image_entries(path: Path, what: str) -> Iterator[tuple[int, list]]:
+    """(entry index, its regions list) per image entry; an entry without a list is a DataError."""
+    for i, entry in enumerate(_stream(path, "item", what, _last_region)):
+        regions = entry.get("regions") if isinstance(entry, dict) else None
+        if not isinstance(regions, list):
+            image = entry.get("id", entry.get("image_id")) if isinstance(entry, dict) else None
+            raise DataError(path, f"image entry {i} (image {image}) has no 'regions' list", record=f"[{i}]")
+        yield i, regions
+
+
 def iter_regions(path: str | Path, skips: SkipCounter | None = None) -> Iterator[tuple]:
     """(image_id, region_id, phrase, x, y, width, height) per region, streamed."""
     path = Path(path)
-    for r in _stream(path, "item.regions.item", "region"):
-        rid = r.get("region_id", r.get("id"))
-        try:
-            image = r["image_id"] if "image_id" in r else r["image"]
-            phrase = r.get("phrase")
-            row = (_id(image), _id(rid), "" if phrase is None else str(phrase),
-                   float(r["x"]), float(r["y"]), float(r["width"]), float(r["height"]))
-        except (KeyError, TypeError, ValueError):
-            if skips is None:
-                raise DataError(path, "region lacks a field or has a non-numeric box", record=rid) from None
-            skips.add("malformed_region", path, rid)
-            continue
-        yield row
+    for _, regions in _image_entries(path, "region"):
+        for r in regions:
+            if skips is not None:
+                skips.read("regions")
+            rid = r.get("region_id", r.get("id")) if isinstance(r, dict) else None
+            try:
+                image = r["image_id"] if "image_id" in r else r["image"]
+                phrase = r.get("phrase")
+                if phrase is not None and not isinstance(phrase, str):
+                    raise TypeError(f"phrase {phrase!r}")
+                row = (_id(image), _id(rid), "" if phrase is None else phrase,
+                       _number(r["x"]), _number(r["y"]), _number(r["width"]), _number(r["height"]))
+            except (KeyError, TypeError, ValueError):
+                if skips is None:
+                    raise DataError(path, "region lacks a field or has a non-numeric box, id or phrase",
+                                    record=rid) from None
+                skips.add("malformed_region", path, rid)
+                continue
+            yield row
+
+
+def _drop_duplicates(df: pd.DataFrame, column: str, reason: str, path: Path,
+                     skips: SkipCounter | None) -> pd.DataFrame:
+    dup = df[column].duplicated()
+    if not dup.any():
+        return df
+    first = df.loc[dup, column].iloc[0]
+    if skips is None:
+        raise DataError(path, f"{column} listed {int(dup.sum())} more time(s) than once", record=first)
+    skips.add(reason, path, first, n=int(dup.sum()))
+    return df.loc[~dup].reset_index(drop=True)
 
 
 def load_regions(path: str | Path, skips: SkipCounter | None = None) -> pd.DataFrame:
     """All regions of region_descriptions.json as a frame (columns REGION_COLUMNS)."""
+    path = Path(path)
     # Typed arrays for the numbers (8 bytes a value, not a Python object each): full VG is 5.4M rows.
     cols: list = [array("q"), array("q"), []] + [array("d") for _ in REGION_COLUMNS[3:]]
     for row in iter_regions(path, skips):
@@ -87,8 +160,13 @@ def load_regions(path: str | Path, skips: SkipCounter | None = None) -> pd.DataF
         "phrase": pd.Series(cols[2], dtype=object),
         **{name: np.frombuffer(c, np.float64).copy() for name, c in zip(REGION_COLUMNS[3:], cols[3:])},
     })
+    df = _drop_duplicates(df, "region_id", "duplicate_region_id", path, skips)
     log.info("read %d regions of %d images from %s", len(df), df["image_id"].nunique(), path)
     return df
+
+
+def _optional_id(value: Any) -> int | None:
+    return None if value is None else _id(value)
 
 
 def load_images(path: str | Path, skips: SkipCounter | None = None) -> pd.DataFrame:
@@ -96,31 +174,47 @@ def load_images(path: str | Path, skips: SkipCounter | None = None) -> pd.DataFr
     path = Path(path)
     rows = []
     for im in _stream(path, "item", "image"):
-        iid = im.get("image_id", im.get("id"))
+        if skips is not None:
+            skips.read("images")
+        iid = im.get("image_id", im.get("id")) if isinstance(im, dict) else None
         try:
-            rows.append((_id(iid), int(im["width"]), int(im["height"]), im.get("url"),
-                         im.get("coco_id"), im.get("flickr_id")))
+            width, height = _id(im["width"]), _id(im["height"])
+            if width <= 0 or height <= 0:
+                raise ValueError(f"size {width}x{height}")
+            rows.append((_id(iid), width, height, im.get("url"),
+                         _optional_id(im.get("coco_id")), _optional_id(im.get("flickr_id"))))
         except (KeyError, TypeError, ValueError):
             if skips is None:
-                raise DataError(path, "image lacks a field or has a non-numeric size", record=iid) from None
+                raise DataError(path, "image lacks a field or has a non-numeric id or size", record=iid) from None
             skips.add("malformed_image", path, iid)
     df = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
     df["image_id"] = df["image_id"].astype(np.int64)
     for c in ("coco_id", "flickr_id"):
         df[c] = pd.array(df[c], dtype="Int64")
-    return df
+    return _drop_duplicates(df, "image_id", "duplicate_image", path, skips)
 
 
-def load_region_graph_counts(path: str | Path) -> pd.DataFrame:
+def load_region_graph_counts(path: str | Path, skips: SkipCounter | None = None) -> pd.DataFrame:
     """Per region of region_graphs.json: how many objects and relationships its graph has."""
     path = Path(path)
     rows = []
-    for r in _stream(path, "item.regions.item", "region"):
-        rid = r.get("region_id", r.get("id"))
-        if rid is None:
-            continue
-        rows.append((_id(rid), len(r.get("objects") or []), len(r.get("relationships") or [])))
-    return pd.DataFrame(rows, columns=["region_id", "n_objects", "n_relationships"]).astype(np.int64)
+    for _, regions in _image_entries(path, "region graph"):
+        for r in regions:
+            if skips is not None:
+                skips.read("region_graphs")
+            rid = r.get("region_id", r.get("id")) if isinstance(r, dict) else None
+            try:
+                objects, relationships = r.get("objects") or [], r.get("relationships") or []
+                if not (isinstance(objects, list) and isinstance(relationships, list)):
+                    raise TypeError("objects and relationships must be lists")
+                rows.append((_id(rid), len(objects), len(relationships)))
+            except (AttributeError, TypeError, ValueError):
+                if skips is None:
+                    raise DataError(path, "region graph lacks a region id or has non-list objects/relationships",
+                                    record=rid) from None
+                skips.add("malformed_region_graph", path, rid)
+    df = pd.DataFrame(rows, columns=["region_id", "n_objects", "n_relationships"]).astype(np.int64)
+    return _drop_duplicates(df, "region_id", "duplicate_region_graph", path, skips)
 
 
 def find_file(root: str | Path, name: str) -> Path | None:

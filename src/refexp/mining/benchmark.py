@@ -55,7 +55,8 @@ def build(regions: pd.DataFrame, images: pd.DataFrame, graph_counts: pd.DataFram
           meteor_threshold: float, direction_rule: str, val_fraction: float, test_fraction: float,
           meteor: Any = None, n_jvms: int = 2, n_blocks: int = 1, client: Any = None,
           ) -> tuple[BenchmarkTables, dict[str, Any]]:
-    m: dict[str, Any] = {"input/regions": int(len(regions)) + skips.counts.get("malformed_region", 0)}
+    # What the loader read (rows it kept + its skips); a frame built in memory counts its own rows.
+    m: dict[str, Any] = {"input/regions": int(skips.inputs.get("regions", len(regions) + skips.total))}
     valid = validate_regions(regions, images, skips, source)
     m["valid/regions"] = len(valid)
     m["valid/clipped_to_image"] = valid.attrs.get("clipped_to_image", 0)

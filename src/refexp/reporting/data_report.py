@@ -80,6 +80,21 @@ def draw_sample(tuples: pd.DataFrame, image_id: str, root: Path, out: Path) -> N
     plt.close(fig)
 
 
+def _accounting(prepared: dict, stage: str, kept: int | dict[str, int]) -> list[str]:
+    """What the prepare stage read, kept, skipped and kept with a defect, and which cross-checks it made."""
+    def listed(prefix: str) -> list[str]:
+        return [f"- {k.removeprefix(prefix)}: {v}" for k, v in sorted(prepared.items()) if k.startswith(prefix)]
+
+    read = {k.removeprefix("input/"): v for k, v in prepared.items() if k.startswith("input/")}
+    kept = kept if isinstance(kept, dict) else {unit: kept for unit in read}
+    lines = [f"Read by {stage}: " + ", ".join(f"{v} {unit} ({kept.get(unit, '?')} kept)" for unit, v in sorted(read.items()))
+             + ".", ""] if read else []
+    lines += ["Counted skips:", "", *(listed("skipped/") or ["- none"]), ""]
+    lines += ["Kept with a defect (the row stays, the field is missing):", "", *(listed("kept_with_defect/") or ["- none"]), ""]
+    checks = listed("checks/")
+    return lines + (["Cross-checks (false: the layout lacks the file, so it was not made):", "", *checks, ""] if checks else [])
+
+
 def build_data_report(cfg: Config, paths: Paths) -> dict:
     section = cfg.report_data
     tables = {name: pd.read_parquet(paths.tuples(name)) for name in cfg.prepare_referit.datasets}
@@ -95,9 +110,7 @@ def build_data_report(cfg: Config, paths: Paths) -> dict:
             kinds = df.groupby(["split", "kind"]).size().unstack(fill_value=0)
             lines += ["Expressions by kind:", "", _markdown_table(kinds, "split"), ""]
         metrics[f"{name}/expressions"] = len(df)
-        skipped = json.loads(paths.metrics("prepare_referit", name).read_text())
-        skip_lines = [f"- {k}: {v}" for k, v in sorted(skipped.items()) if k.startswith("skipped/")]
-        lines += ["Counted skips in prepare_referit:", "", *(skip_lines or ["- none"]), ""]
+        lines += _accounting(prepared, "prepare_referit", len(df))
     for name in cfg.prepare_coco.datasets:
         captions = pd.read_parquet(paths.prepared(name) / "captions.parquet")
         instances = pd.read_parquet(paths.prepared(name) / "instances.parquet")
@@ -105,6 +118,8 @@ def build_data_report(cfg: Config, paths: Paths) -> dict:
                               "captions": captions.groupby("split").size(),
                               "instances": instances.groupby("split").size()}).fillna(0).astype(int)
         lines += [f"## {name} ({cfg.dataset(name).source}, COCO format)", "", _markdown_table(table, "split"), ""]
+        lines += _accounting(json.loads(paths.metrics("prepare_coco", name).read_text()), "prepare_coco",
+                             {"captions": len(captions), "instances": len(instances)})
         metrics[f"{name}/captions"] = len(captions)
     histogram = paths.figures("data") / "expression_lengths.png"
     length_histogram(tables, section.histogram_max_tokens, histogram)

@@ -11,10 +11,16 @@ and spread over `n_jvms` processes in threads, so each per-pair score equals
 
 A JVM that dies mid-batch (EOF or broken pipe) is restarted and its whole batch
 retried, up to `max_retries` times; restarts are counted in `stats`.
+
+No JVM outlives its Python parent, even one killed by SIGKILL: each is started with
+`refexp.processes.spawn_tied` (prctl PR_SET_PDEATHSIG on Linux, from a thread that lives as
+long as the process, since the pool's executor threads end after every `score` call).
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +29,8 @@ from queue import Queue
 from typing import Sequence
 
 import numpy as np
+
+from refexp.processes import LINUX, spawn_tied
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ class MeteorProcess:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = spawn_tied(
             meteor_command(self.xmx), cwd=meteor_jar_dir(), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
@@ -116,7 +124,13 @@ class MeteorProcess:
             self.proc.stdin.close()
         except OSError:
             pass
-        self.proc.kill()
+        if LINUX or self.proc.poll() is not None:
+            self.proc.kill()
+        else:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                self.proc.kill()
         self.proc.wait()
         self.proc = None
 

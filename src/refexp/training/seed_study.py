@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,7 @@ import pandas as pd
 from refexp.config import Config
 from refexp.data.skips import DataError
 from refexp.paths import Paths
+from refexp.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,9 @@ def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, fl
         results = [_run_seed(cfg, paths, seed) for seed in seeds]
     else:
         # spawn: a forked child would inherit the parent's torch thread pools.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # die_with_parent: a killed study leaves no seed training on its own.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             results = list(pool.map(_run_seed, [cfg] * len(seeds), [paths] * len(seeds), seeds))
     rows = [row for seed_rows, _, _ in results for row in seed_rows]
     hits = pd.concat([h for _, seed_hits, _ in results for h in seed_hits], ignore_index=True)

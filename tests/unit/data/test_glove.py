@@ -59,6 +59,10 @@ def test_malformed_lines_name_file_and_line(tmp_path):
     path.write_text("a 1 2 3\nb 1 x 3\nc 1 2 3\n")
     with pytest.raises(DataError, match=r"nan\.txt.*line 2: not a number"):
         glove.load_glove(path)
+    for value in ("nan", "inf", "-inf"):
+        path.write_text(f"a 1 2 3\nb 1 {value} 3\n")
+        with pytest.raises(DataError, match=r"nan\.txt.*line 2: a value that is not finite"):
+            glove.load_glove(path)
     path.write_text("a 1 2 3\n")
     with pytest.raises(DataError, match="line 1.*expected 4"):
         glove.load_glove(path, dim=4)

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from refexp.data.skips import DataError, SkipCounter, read_json
+from refexp.data.skips import DataError, SkipCounter, is_number, numbers, read_json
 
 
 def test_counts_metrics_and_total():
@@ -55,3 +55,38 @@ def test_read_json_errors_name_the_file(tmp_path):
         read_json(tmp_path / "cut.json")
     (tmp_path / "ok.json").write_text('{"a": [1, 2]}')
     assert read_json(tmp_path / "ok.json") == {"a": [1, 2]}
+
+
+def test_inputs_merge_and_summary():
+    a, b = SkipCounter(), SkipCounter()
+    a.read("expressions", 5)
+    a.add("empty_expression", "q.json", "1_1")
+    b.read("expressions", 3)
+    b.add("empty_expression", "q.json", "2_1", n=2)
+    b.add("region_without_box", "q.json", "3_1")
+    a.merge(b)
+    assert a.inputs == {"expressions": 8} and a.input_metrics() == {"input/expressions": 8}
+    assert a.as_metrics() == {"skipped/empty_expression": 3, "skipped/region_without_box": 1}
+    assert a.examples["empty_expression"] == [("q.json", "1_1"), ("q.json", "2_1")]
+    assert a.summary() == "empty_expression 3, region_without_box 1" and SkipCounter().summary() == "none"
+
+
+def test_defect_counter_logs_as_kept(caplog):
+    defects = SkipCounter(kind="kept with a defect")
+    with caplog.at_level(logging.WARNING, logger="refexp.data.skips"):
+        defects.add("mask_missing", "mask/", "1_1", n=2)
+    assert caplog.records[0].getMessage().startswith("kept with a defect 2 record(s), reason mask_missing")
+
+
+def test_numbers_reject_bool_strings_and_non_finite():
+    assert numbers([0, 1.5, 2, 3], 4) and is_number(0)
+    for bad in ([0, 1, 2], [0, 1, 2, "3"], [0, True, 2, 3], [0, float("nan"), 2, 3], [0, float("inf"), 2, 3],
+                (0, 1, 2, 3), {"x": 0}):
+        assert not numbers(bad, 4), bad
+
+
+def test_read_json_unique_keys(tmp_path):
+    (tmp_path / "dup.json").write_text('{"a": 1, "b": {"c": 1, "c": 2}}')
+    assert read_json(tmp_path / "dup.json") == {"a": 1, "b": {"c": 2}}  # json.load's own rule: last wins
+    with pytest.raises(DataError, match=r"dup\.json, record 'c': key listed twice"):
+        read_json(tmp_path / "dup.json", unique_keys=True)

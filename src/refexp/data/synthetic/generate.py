@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,7 @@ from refexp.data.synthetic.grammar import KINDS, Geometry, normalise_mix, scene_
 from refexp.data.synthetic.language import captions, region_descriptions
 from refexp.data.synthetic.scene import SceneParams, make_scene
 from refexp.data.synthetic.writers import WRITERS, SyntheticImage
+from refexp.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,9 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
     stats: Counter = Counter()
     with contextlib.ExitStack() as stack:
         if workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            # die_with_parent: a killed fetch_data leaves no worker rendering on its own.
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                           initializer=die_with_parent, initargs=(os.getpid(),)))
             results = pool.map(job, range(n_images), chunksize=16)
         else:
             results = map(job, range(n_images))
