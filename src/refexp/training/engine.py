@@ -21,15 +21,15 @@
   optimizer, scheduler, scaler, RNG states, step, loader position, curve so far), written to a
   temp file and renamed. A later `fit` with the same out_dir resumes from it and reaches the same
   final weights as an uninterrupted run. A checkpoint that cannot be read raises
-  `CheckpointError` (never a silent restart); one written for a different config/seed/run_key is set
-  aside as checkpoint.stale.pt with a warning and training restarts.
+  `CheckpointError` (never a silent restart); one written for a different config/seed/run_key is
+  discarded with a warning and training restarts from step 0.
 - A NaN/inf loss raises `NonFiniteLossError` naming the step.
 - Feedback: tqdm bar (loss, samples/s); per-step CSV curve (`curve_path`, DVC plots: step, loss,
   lr, samples_per_s, and loss_fn's extra floats); metrics JSON (`metrics_path`).
 - `run_key`: anything else that identifies the run (`run_key(files, modules, params)`: a hash of the
   training data, the initial weights, the model code and the model's params); with cfg, seed and the
   model's parameter shapes it forms the checkpoint's fingerprint, so a checkpoint left by different
-  inputs is set aside (logged), never resumed.
+  inputs is discarded (logged), never resumed.
 - `stop_after_steps` ends this call early after that many optimizer steps (checkpoint written):
   the in-process stand-in for a kill, used by tests and by time-sliced schedulers.
 
@@ -191,7 +191,7 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainingConfig) -> torch.op
 def run_key(files: Iterable[Path] = (), modules: Iterable[ModuleType] = (), params: Any = None) -> str:
     """sha256 of what a run depends on beyond its TrainingConfig: its input files' bytes, the source of
     the code that builds and trains the model (this engine's included) and the model's params. Passed
-    as `fit(run_key=...)`, so a persisted checkpoint is set aside, never resumed, after any of them changed."""
+    as `fit(run_key=...)`, so a persisted checkpoint is discarded, never resumed, after any of them changed."""
     h = hashlib.sha256()
     for f in files:
         f = Path(f)
@@ -318,9 +318,10 @@ def fit(
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         if state["fingerprint"] != fingerprint:
-            stale = out_dir / "checkpoint.stale.pt"
-            log.warning("%s was written for another config/seed/model; moved to %s, restarting", ckpt_path, stale)
-            os.replace(ckpt_path, stale)
+            # Discarded, not kept aside: the folder is a DVC output, and a stale copy would be cached with it.
+            log.warning("%s was written for another config/seed/model (other data, params or code); "
+                        "discarded, training from step 0", ckpt_path)
+            ckpt_path.unlink()
         else:
             try:
                 model.load_state_dict(state["model"])

@@ -161,13 +161,15 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
         fit(model, data, loss_fn, cfg, tmp_path, seed=3, progress=False)
 
 
-def test_checkpoint_of_another_config_is_set_aside(tmp_path):
+def test_checkpoint_of_another_config_is_discarded(tmp_path, caplog):
     model, data, loss_fn, cfg = make_setup()
     fit(model, data, loss_fn, cfg, tmp_path, seed=3, progress=False, stop_after_steps=5)
     model, data, loss_fn, cfg = make_setup(lr=0.02)
-    m = fit(model, data, loss_fn, cfg, tmp_path, seed=3, progress=False)
+    with caplog.at_level("INFO"):
+        m = fit(model, data, loss_fn, cfg, tmp_path, seed=3, progress=False)
     assert m["train/steps"] == cfg.steps
-    assert (tmp_path / "checkpoint.stale.pt").exists()
+    assert "discarded, training from step 0" in caplog.text and "resuming" not in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
 def test_finished_run_is_not_retrained(tmp_path):
