@@ -1,0 +1,183 @@
+"""Segmentation from natural language expressions (Hu, Rohrbach, Darrell, ECCV 2016), Section 3, as in
+the released code (ronghanghu/text_objseg) where the two differ:
+
+- image: a fully convolutional feature map at stride s, L2-normalised at each location (Sec. 3.1):
+  - `VggFc8Map` (real runs): VGG-16 conv1-conv5 with all five pools (s = 32), then fc6/fc7/fc8 as
+    convolutions (7x7 with "same" padding, 1x1, 1x1) converted from torchvision's ImageNet classifier,
+    so Dim = 1000; at a 224 x 224 input the centre cell of the map is exactly the classifier's output;
+  - `SmallFcnMap` (embedded default): a backbone's map at its stride, then a 1x1 "fc" head to Dim.
+- spatial channels at each cell: the code's 8 (xmin, ymin, xmax, ymax, xc, yc, 1/w, 1/h, in [-1, 1])
+  or the paper's 2 (xc, yc);
+- text: word embeddings -> LSTM; the final hidden state h_T (at each expression's last word),
+  L2-normalised, tiled over the map (Sec. 3.2);
+- classifier: 1x1 conv to Dcls = 500 with ReLU, then 1x1 conv to 1: the coarse response map (Sec. 3.3);
+- upsampling (high resolution): a 2s x 2s deconvolution with stride s, initialised to bilinear
+  interpolation and trained; the low-resolution model has none (its coarse map is the output).
+
+Tensor shapes are noted as (B batch, C channels, h x w map cells, H x W input pixels, L words).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from refexp.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+
+
+class VggFc8Map(nn.Module):
+    """VGG-16 to its fc8 as a map: (B, 3, H, W) in [0, 1] -> (B, 1000, H/32, W/32)."""
+
+    stride, dim = 32, 1000
+
+    def __init__(self, pretrained: bool):
+        super().__init__()
+        from torchvision.models import VGG16_Weights, vgg16
+
+        net = vgg16(weights=VGG16_Weights.IMAGENET1K_V1 if pretrained else None)
+        self.features = net.features  # conv1_1 .. pool5, stride 32
+        fc6, fc7, fc8 = (m for m in net.classifier if isinstance(m, nn.Linear))
+        self.fc6 = nn.Conv2d(512, 4096, 7, padding=3)
+        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        self.fc8 = nn.Conv2d(4096, 1000, 1)
+        with torch.no_grad():  # the classifier's weights, reshaped: (out, in) -> (out, in, k, k)
+            self.fc6.weight.copy_(fc6.weight.view(4096, 512, 7, 7))
+            self.fc7.weight.copy_(fc7.weight.view(4096, 4096, 1, 1))
+            self.fc8.weight.copy_(fc8.weight.view(1000, 4096, 1, 1))
+            for conv, linear in ((self.fc6, fc6), (self.fc7, fc7), (self.fc8, fc8)):
+                conv.bias.copy_(linear.bias)
+        self.dropout = nn.Dropout(0.5)  # where torchvision's classifier has it (after fc6 and fc7)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def conv_parameters(self) -> list[nn.Parameter]:
+        """conv1-conv5 (frozen in the released recipe for VGG-16)."""
+        return list(self.features.parameters())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.features((images - self.mean) / self.std)  # (B, 512, h, w)
+        x = self.dropout(F.relu(self.fc6(x)))  # (B, 4096, h, w)
+        x = self.dropout(F.relu(self.fc7(x)))  # (B, 4096, h, w)
+        return self.fc8(x)  # (B, 1000, h, w)
+
+
+class SmallFcnMap(nn.Module):
+    """A backbone's map, then a 1x1 "fc" head: (B, 3, H, W) -> (B, dim, H/s, W/s)."""
+
+    def __init__(self, backbone: str, pretrained: bool, dim: int, weights_file=None):
+        super().__init__()
+        self.backbone = build_backbone(backbone, pretrained, weights_file)
+        self.stride, self.dim = self.backbone.stride, dim
+        self.fc = nn.Conv2d(self.backbone.channels, dim, 1)
+
+    def conv_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.backbone(images)))  # (B, dim, h, w)
+
+
+def spatial_channels(h: int, w: int, kind: int, device=None) -> torch.Tensor:
+    """(kind, h, w) coordinates of each cell in [-1, 1]: 8 = the code's, 2 = the paper's (centres)."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                            torch.arange(w, dtype=torch.float32, device=device), indexing="ij")  # (h, w) each
+    xmin, xmax, xc = xx / w * 2 - 1, (xx + 1) / w * 2 - 1, (xx + 0.5) / w * 2 - 1
+    ymin, ymax, yc = yy / h * 2 - 1, (yy + 1) / h * 2 - 1, (yy + 0.5) / h * 2 - 1
+    if kind == 2:
+        return torch.stack([xc, yc])
+    if kind == 8:
+        ones = torch.ones(h, w, device=device)
+        return torch.stack([xmin, ymin, xmax, ymax, xc, yc, ones / w, ones / h])
+    raise ValueError(f"spatial channels must be 8 (the code) or 2 (the paper), not {kind}")
+
+
+def bilinear_kernel(size: int) -> torch.Tensor:
+    """(size, size) bilinear interpolation filter of FCN's deconvolution initialisation."""
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = torch.arange(size, dtype=torch.float32)
+    filt = 1 - (og - centre).abs() / factor
+    return filt[:, None] * filt[None, :]
+
+
+class BilinearUpsample(nn.Module):
+    """A 2s x 2s deconvolution with stride s, initialised to bilinear interpolation (trainable):
+    (B, 1, h, w) -> (B, 1, h*s, w*s)."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.deconv = nn.ConvTranspose2d(1, 1, 2 * stride, stride=stride, padding=stride // 2, bias=False)
+        with torch.no_grad():
+            self.deconv.weight.copy_(bilinear_kernel(2 * stride).view(1, 1, 2 * stride, 2 * stride))
+
+    def forward(self, coarse: torch.Tensor) -> torch.Tensor:
+        return self.deconv(coarse)
+
+
+class ExpressionEncoder(nn.Module):
+    """(B, L) word ids (0 = pad), lengths (B,) -> h_T (B, hidden), L2-normalised."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, embeddings: torch.Tensor | None = None,
+                 freeze_embeddings: bool = False):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        if embeddings is not None:
+            with torch.no_grad():
+                self.embed.weight.copy_(embeddings)
+        self.embed.weight.requires_grad_(not freeze_embeddings)
+        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.hidden = hidden
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(tokens))  # (B, L, hidden)
+        last = (lengths.clamp(min=1) - 1).to(out.device)
+        h_t = out[torch.arange(len(out), device=out.device), last]  # (B, hidden): the state after the last word
+        return F.normalize(h_t, dim=1)
+
+
+class TextObjSeg(nn.Module):
+    """The LSTM + FCN segmentation model: images (B, 3, H, W) in [0, 1], tokens (B, L), lengths (B,)
+    -> response scores (B, 1, h, w) (low resolution) or (B, 1, H, W) (high resolution, `upsample`)."""
+
+    def __init__(self, image_net: nn.Module, vocab_size: int, embed_dim: int, text_hidden: int,
+                 classifier_hidden: int = 500, spatial: int = 8, upsample: bool = False,
+                 embeddings: torch.Tensor | None = None, freeze_embeddings: bool = False):
+        super().__init__()
+        self.image_net, self.spatial = image_net, spatial
+        self.text = ExpressionEncoder(vocab_size, embed_dim, text_hidden, embeddings, freeze_embeddings)
+        d_star = image_net.dim + text_hidden + spatial
+        self.classifier = nn.Sequential(nn.Conv2d(d_star, classifier_hidden, 1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(classifier_hidden, 1, 1))
+        self.upsample = BilinearUpsample(image_net.stride) if upsample else None
+
+    @property
+    def stride(self) -> int:
+        return self.image_net.stride
+
+    def coarse(self, images: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        visual = F.normalize(self.image_net(images), dim=1)  # (B, Dim, h, w), unit length per cell
+        b, _, h, w = visual.shape
+        text = self.text(tokens, lengths)[:, :, None, None].expand(-1, -1, h, w)  # (B, Dtext, h, w)
+        where = spatial_channels(h, w, self.spatial, visual.device).expand(b, -1, -1, -1)  # (B, 8 or 2, h, w)
+        return self.classifier(torch.cat([visual, text, where], dim=1))  # (B, 1, h, w)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        scores = self.coarse(images, tokens, lengths)  # (B, 1, h, w)
+        return self.upsample(scores) if self.upsample is not None else scores  # (B, 1, H, W) or (B, 1, h, w)
+
+
+def weighted_logistic_loss(scores: torch.Tensor, labels: torch.Tensor, foreground: float, background: float
+                           ) -> torch.Tensor:
+    """Mean over pixels of alpha_f * y * log(1 + e^-s) + alpha_b * (1 - y) * log(1 + e^s) (Sec. 3.4)."""
+    labels = labels.to(scores.dtype)
+    return (foreground * labels * F.softplus(-scores) + background * (1 - labels) * F.softplus(scores)).mean()
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimiser groups with weight decay on weights only (the released code decays no biases)."""
+    weights, others = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (weights if name.endswith("weight") and p.dim() > 1 else others).append(p)
+    return [{"params": weights, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]

@@ -1,0 +1,87 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from refexp.models.text_objseg import (BilinearUpsample, SmallFcnMap, TextObjSeg, VggFc8Map, decay_groups,
+                                       spatial_channels, weighted_logistic_loss)
+
+
+def test_converted_fc8_map_equals_the_classifier_at_224():
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    fcn = VggFc8Map(pretrained=False).eval()
+    reference = vgg16(weights=None).eval()
+    reference.load_state_dict({**{f"features.{k}": v for k, v in fcn.features.state_dict().items()},
+                               "classifier.0.weight": fcn.fc6.weight.flatten(1), "classifier.0.bias": fcn.fc6.bias,
+                               "classifier.3.weight": fcn.fc7.weight.flatten(1), "classifier.3.bias": fcn.fc7.bias,
+                               "classifier.6.weight": fcn.fc8.weight.flatten(1), "classifier.6.bias": fcn.fc8.bias})
+    images = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        fc8_map = fcn(images)  # (2, 1000, 7, 7)
+        logits = reference((images - fcn.mean) / fcn.std)
+    assert fc8_map.shape == (2, 1000, 7, 7)
+    # The centre cell's 7x7 window covers the whole pool5 map: exactly the classifier's input.
+    assert torch.allclose(fc8_map[:, :, 3, 3], logits, atol=1e-4, rtol=1e-4)
+
+
+def test_the_bilinear_deconvolution_reproduces_bilinear_upsampling():
+    up = BilinearUpsample(stride=8)
+    coarse = torch.randn(3, 1, 6, 5)
+    with torch.no_grad():
+        out = up(coarse)
+    reference = F.interpolate(coarse, scale_factor=8, mode="bilinear", align_corners=False)
+    assert out.shape == reference.shape == (3, 1, 48, 40)
+    # Equal wherever the kernel sees no zero padding (half a cell from the border).
+    assert torch.allclose(out[..., 4:-4, 4:-4], reference[..., 4:-4, 4:-4], atol=1e-5)
+
+
+def test_spatial_channels_are_the_codes():
+    where = spatial_channels(2, 4, 8)
+    assert where.shape == (8, 2, 4)
+    # cell (row 1, column 2) of a 2 x 4 map
+    xmin, ymin, xmax, ymax, xc, yc, inv_w, inv_h = where[:, 1, 2].tolist()
+    assert (xmin, xmax, xc) == pytest.approx((0.0, 0.5, 0.25))
+    assert (ymin, ymax, yc) == pytest.approx((0.0, 1.0, 0.5))
+    assert (inv_w, inv_h) == pytest.approx((0.25, 0.5))
+    assert torch.equal(spatial_channels(2, 4, 2), where[4:6])
+    with pytest.raises(ValueError):
+        spatial_channels(2, 4, 3)
+
+
+def _small(upsample: bool, spatial: int = 8) -> TextObjSeg:
+    torch.manual_seed(0)
+    return TextObjSeg(SmallFcnMap("tiny", pretrained=False, dim=16), vocab_size=20, embed_dim=8, text_hidden=12,
+                      classifier_hidden=10, spatial=spatial, upsample=upsample)
+
+
+def test_shapes_low_and_high_resolution():
+    images, tokens, lengths = torch.rand(2, 3, 64, 64), torch.tensor([[3, 4, 0], [5, 0, 0]]), torch.tensor([2, 1])
+    assert _small(False)(images, tokens, lengths).shape == (2, 1, 8, 8)
+    assert _small(True)(images, tokens, lengths).shape == (2, 1, 64, 64)
+    assert _small(False, spatial=2)(images, tokens, lengths).shape == (2, 1, 8, 8)
+
+
+def test_the_text_state_is_taken_at_the_last_word():
+    model = _small(False).eval()
+    tokens = torch.tensor([[3, 4, 0, 0], [3, 4, 9, 9]])
+    h = model.text(tokens, torch.tensor([2, 2]))
+    assert torch.allclose(h[0], h[1]) and torch.allclose(h.norm(dim=1), torch.ones(2))
+
+
+def test_weighted_logistic_loss_by_hand():
+    scores = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
+    labels = torch.tensor([[1, 0], [1, 0]])
+    sp = F.softplus
+    expected = (3 * sp(torch.tensor(-0.0)) + sp(torch.tensor(2.0)) + 3 * sp(torch.tensor(1.0)) + sp(torch.tensor(0.5))) / 4
+    assert weighted_logistic_loss(scores, labels, 3.0, 1.0) == pytest.approx(float(expected))
+
+
+def test_weight_decay_on_weights_only():
+    model = _small(True)
+    decayed, plain = decay_groups(model, 5e-4)
+    assert decayed["weight_decay"] == 5e-4 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("weight") for p in decayed["params"])
+    assert any(names[id(p)].endswith("bias") for p in plain["params"])
+    assert not any(names[id(p)].endswith("bias") for p in decayed["params"])
