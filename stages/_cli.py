@@ -17,12 +17,15 @@ import sys
 from typing import Callable
 
 from refexp.config import Config, ConfigError, load_config
+from refexp.data.archives import ArchiveError, UnsafeArchiveError
+from refexp.data.official import DownloadError, ManifestError
 from refexp.data.skips import DataError
 from refexp.errors import CheckpointError, NonFiniteLossError, describe_os_error
 
 log = logging.getLogger("stages")
 # Errors whose message already names the file or the setting and what to do.
-USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, ArchiveError, UnsafeArchiveError,
+               DownloadError, ManifestError)  # fetch_data's: a bad archive, download or manifest
 
 
 def stage_main(run: Callable[..., dict], takes_item: bool = True) -> None:

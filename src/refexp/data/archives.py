@@ -2,8 +2,10 @@
 
 Every member is checked before anything is written: absolute paths, `..`
 components, drive letters, symlinks or hardlinks that resolve outside the
-target, and device files / FIFOs are refused with `UnsafeArchiveError` naming
-the archive and the member. A clean archive is extracted into a temporary
+target, device files / FIFOs, a file listed twice and a member under a path that
+is a file or symlink are refused with `UnsafeArchiveError` naming the archive and
+the member, and one that unpacks to more than the free disk is an ArchiveError.
+A clean archive is extracted into a temporary
 sibling of the target and renamed into place, so a failed or killed extraction
 never leaves a half-filled directory that looks finished.
 """
@@ -62,33 +64,62 @@ def _check_link(archive: Path, name: str, target: str, hard: bool) -> None:
         )
 
 
+def _check_layout(archive: Path, names: list[str], dirs: set[str]) -> None:
+    """A file listed twice (the last copy would silently win) or used as a directory too is refused."""
+    files: set[str] = set()
+    for name in names:
+        if name in files and name not in dirs:
+            raise UnsafeArchiveError(f"{archive}: member {name!r} is listed twice; refusing to extract")
+        files.add(name)
+    for name in names:
+        parent = posixpath.dirname(name)
+        while parent:
+            if parent in files and parent not in dirs:
+                raise UnsafeArchiveError(f"{archive}: member {name!r} lies under {parent!r}, which is not a directory; "
+                                         "refusing to extract")
+            parent = posixpath.dirname(parent)
+
+
+def _tar_is_readable(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except (EOFError, OSError, tarfile.TarError):  # a truncated .tar.gz fails inside gzip
+        return True  # looks like one: list_members reports why it cannot be read
+
+
 def _check_tar(archive: Path, tf: tarfile.TarFile) -> list[str]:
-    names = []
+    names, dirs = [], set()
     for member in tf.getmembers():
         names.append(check_member_name(archive, member.name))
+        if member.isdir():
+            dirs.add(names[-1])
         if member.issym() or member.islnk():
             _check_link(archive, member.name, member.linkname, hard=member.islnk())
         elif member.isdev() or not (member.isfile() or member.isdir()):
             raise UnsafeArchiveError(
                 f"{archive}: member {member.name!r} is a device file or FIFO; refusing to extract"
             )
+    _check_layout(archive, names, dirs)
     return names
 
 
 def _check_zip(archive: Path, zf: zipfile.ZipFile) -> list[str]:
-    names = []
+    names, dirs = [], set()
     for info in zf.infolist():
         names.append(check_member_name(archive, info.filename))
+        if info.is_dir():
+            dirs.add(names[-1])
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             _check_link(archive, info.filename, zf.read(info).decode("utf-8", "replace"), hard=False)
         elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a device file or FIFO; refusing to extract")
+    _check_layout(archive, names, dirs)
     return names
 
 
 def is_archive(path: Path) -> bool:
-    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+    return zipfile.is_zipfile(path) or _tar_is_readable(path)
 
 
 def list_members(archive: str | Path) -> list[str]:
@@ -97,13 +128,33 @@ def list_members(archive: str | Path) -> list[str]:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             return _check_zip(archive, zf)
-    if tarfile.is_tarfile(archive):
+    if _tar_is_readable(archive):
         try:
             with tarfile.open(archive, "r:*") as tf:
                 return _check_tar(archive, tf)
-        except tarfile.TarError as err:
+        except (tarfile.TarError, EOFError, OSError) as err:  # EOFError/OSError: a cut or corrupt .gz
             raise ArchiveError(f"{archive}: unreadable tar archive: {err}") from None
     raise ArchiveError(f"{archive}: not a zip or tar archive")
+
+
+def _declared_bytes(archive: Path) -> int:
+    """The members' unpacked sizes as the archive states them (zipfile stops at, and CRC-checks, that size)."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            return sum(info.file_size for info in zf.infolist())
+    with tarfile.open(archive, "r:*") as tf:
+        return sum(member.size for member in tf.getmembers() if member.isfile())
+
+
+def _check_room(archive: Path, dest: Path) -> None:
+    """A zip bomb (or an archive larger than the disk) is refused before it fills the disk."""
+    where = dest.parent
+    while not where.exists():
+        where = where.parent
+    needed, free = _declared_bytes(archive), shutil.disk_usage(where).free
+    if needed > free:
+        raise ArchiveError(f"{archive}: members unpack to {needed} bytes but only {free} are free in {where}; "
+                           "refusing to extract")
 
 
 def extract(archive: str | Path, dest: str | Path) -> Path:
@@ -115,6 +166,7 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
     if dest.exists():
         raise FileExistsError(f"extraction target already exists: {dest}")
     list_members(archive)  # raises before anything is written
+    _check_room(archive, dest)
     tmp = dest.with_name(f".{dest.name}.extracting")
     if tmp.exists():
         shutil.rmtree(tmp)

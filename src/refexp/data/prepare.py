@@ -219,6 +219,11 @@ def _coco_files(raw_dir: Path, kind: str) -> list[tuple[str, str, Path]]:
             found.append((m.group(2), f"{m.group(2)}{m.group(3)}", path))
     if not found:
         raise DataError(raw_dir, f"no COCO {kind}_<train|val><year>.json file found")
+    first: dict[str, Path] = {}
+    for split, _, path in found:  # a second copy (or 2014 beside 2017) would list every annotation twice
+        if split in first:
+            raise DataError(path, f"a second {kind} file for the {split} split (the first: {first[split]})")
+        first[split] = path
     return found
 
 

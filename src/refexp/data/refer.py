@@ -24,7 +24,8 @@ annotation without segmentation [mask_missing] or with one pycocotools cannot
 read [bad_polygon, bad_rle] keeps mask_rle <NA>; an unknown category
 [unknown_category] keeps category <NA>; with image_dir, an image not there
 [image_missing] keeps image_path <NA>. A ref id listed twice, or a ref field of
-the wrong type, is a DataError naming the file and the ref.
+the wrong type, or a ref whose image_id is not its annotation's image, is a
+DataError naming the file and the ref.
 """
 from __future__ import annotations
 
@@ -87,7 +88,12 @@ def read_refs(path: str | Path) -> list[dict]:
         raise DataError(path, f"corrupt pickle: {e}") from e
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
         raise DataError(path, f"corrupt or truncated pickle: {e!r}") from e
-    refs = _decode_py2(data)
+    except RecursionError:  # a hostile pickle nested thousands deep
+        raise DataError(path, "corrupt pickle: nested too deeply") from None
+    try:
+        refs = _decode_py2(data)
+    except RecursionError:
+        raise DataError(path, "corrupt pickle: nested too deeply") from None
     if not isinstance(refs, list):
         raise DataError(path, f"expected a list of refs, got {type(refs).__name__}")
     first: dict = {}
@@ -161,6 +167,9 @@ def load(root: str | Path, dataset: str, split_by: str, split: str | None = None
         if img is None:
             skips.add("annotation_without_image", instances_path, f"annotation {ann['id']}", len(sentences))
             continue
+        if str(ref["image_id"]) != str(img["id"]):  # the rows would put the ref's words on another image
+            raise DataError(refs_path, f"ref is on image {ref['image_id']!r} but its annotation {ann['id']!r} "
+                            f"is on image {img['id']!r} in {instances_path.name}", record=record)
         box = instance_box(instances_path, ann, img)
         if isinstance(box, str):
             skips.add(box, instances_path, f"annotation {ann['id']}", len(sentences))

@@ -33,6 +33,7 @@ it is a real annotation and the released counts include it.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -162,7 +163,8 @@ def _read_mapping(path: Path) -> dict:
 
 def _read_imlist(path: Path) -> set[str]:
     try:
-        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        # utf-8-sig: a BOM would make the first id "\ufeff<id>" and drop that image from the split.
+        return {line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()}
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(path, f"unreadable image list: {e}") from e
 
@@ -176,7 +178,9 @@ def _read_imcrop(path: Path) -> dict[str, set[str]]:
     return imcrop
 
 
-_REGION_ID = re.compile(r"(.+)_(\d+)")
+# ASCII digits only (\d takes any script); no path separator, as the id names mask/<id>.mat.
+_REGION_ID = re.compile(r"([^/\\\n]+)_([0-9]+)")
+MAX_SIDE = 1 << 20  # pixels: past this a size is corrupt, and int64 pixel counts could overflow
 
 
 def _whole(value) -> bool:
@@ -244,8 +248,9 @@ def load(root: str | Path, split: str, skips: SkipCounter | None = None,
         if size is None:
             skips.add("image_without_size", imsize_path, image_name, n)
             continue
-        if not (numbers(size, 2) and size[0] > 0 and size[1] > 0 and _whole(size[0]) and _whole(size[1])):
-            raise DataError(imsize_path, f"expected [width, height] in positive whole pixels, got {size!r}",
+        if not (numbers(size, 2) and all(0 < v <= MAX_SIDE and _whole(v) for v in size)):
+            raise DataError(imsize_path, f"expected [width, height] in positive whole pixels (at most {MAX_SIDE}), "
+                            f"got {size!r}",
                             record=image_name)
         if imlist is not None and image_id not in imlist:
             skips.add("image_not_in_split", imlist_path, region_id, n)
@@ -304,7 +309,7 @@ def released_vocabulary(root: str | Path) -> tuple[Path, list[str]] | None:
     if path is None:
         return None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is not part of word 1
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(path, f"unreadable vocabulary ({err})") from None
     words, seen = [], set()
@@ -341,6 +346,8 @@ def read_mask(path: str | Path, image_size: tuple[int, int] | None = None) -> np
         raise DataError(path, f"{MASK_KEY} holds {seg.dtype} values, expected a numeric image")
     if seg.ndim != 2:
         raise DataError(path, f"{MASK_KEY} has shape {seg.shape}, expected (height, width)")
+    if np.iscomplexobj(seg) or (seg.dtype.kind == "f" and not np.isfinite(seg).all()):
+        raise DataError(path, f"{MASK_KEY} holds complex or non-finite values ({seg.dtype})")  # NaN != 0: a silent hole
     if image_size is not None:
         width, height = image_size
         if seg.shape != (height, width):
@@ -352,13 +359,15 @@ def load_proposals(path: str | Path) -> np.ndarray:
     """EdgeBox proposals (N, 4) int64 rows x1 y1 x2 y2, from numpy-savetxt text."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise DataError(path, "proposals file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"unreadable proposals file: {e}") from e
     if not text.strip():
         return np.zeros((0, 4), dtype=np.int64)
     try:
-        boxes = np.loadtxt(path, ndmin=2)
+        boxes = np.loadtxt(io.StringIO(text), ndmin=2)
     except ValueError as e:
         raise DataError(path, f"malformed proposals: {e}") from e
     if boxes.shape[1] != 4:
@@ -369,4 +378,8 @@ def load_proposals(path: str | Path) -> np.ndarray:
     if inverted.size:  # x2 < x1 or y2 < y1: every IoU with it would be meaningless
         raise DataError(path, f"proposal has x2 < x1 or y2 < y1: {boxes[inverted[0]].tolist()}",
                         record=f"line {inverted[0] + 1}")
+    bad = np.flatnonzero(~((boxes == np.round(boxes)) & (np.abs(boxes) <= MAX_SIDE)).all(axis=1))
+    if bad.size:  # astype(int64) would silently truncate a fraction or wrap a huge value
+        raise DataError(path, f"proposal coordinates are not whole pixels within {MAX_SIDE}: {boxes[bad[0]].tolist()}",
+                        record=f"line {bad[0] + 1}")
     return boxes.astype(np.int64)  # as SCRC reads them (values are whole numbers)

@@ -11,8 +11,9 @@ Layouts read (what the official zips contain):
 - image_data.json: [{image_id | id, url, width, height, coco_id, flickr_id}].
 - region_graphs.json (optional): [{"regions": [{region_id, objects: [...], relationships: [...]}]}].
 
-A truncated or malformed file, or one whose top level is not a list (e.g. a single
-image's object), raises DataError naming the file and the last region read. An
+A truncated or malformed file, one nested more than MAX_DEPTH deep, or one whose
+top level is not a list (e.g. a single image's object), raises DataError naming
+the file and the last region read. An
 image entry without a "regions" list is a DataError naming the entry. A record
 lacking a field, with a box or id that is not a finite number (a string, a bool,
 NaN/inf, a fractional id) or a phrase that is not a string, is counted in `skips`
@@ -45,7 +46,7 @@ IMAGE_COLUMNS = ["image_id", "width", "height", "url", "coco_id", "flickr_id"]
 def _id(value: Any) -> int:
     if isinstance(value, dict):  # v1.0 sometimes nests the image
         value = value.get("image_id", value.get("id"))
-    if not (is_number(value) and float(value).is_integer()):  # no bool, None, string, 1.5
+    if not (is_number(value) and float(value).is_integer() and abs(value) < 2**63):  # no bool, None, 1.5, 1e30
         raise ValueError(f"bad id {value!r}")
     return int(value)
 
@@ -68,6 +69,8 @@ def _check_top_level(path: Path, what: str) -> None:
                 head = chunk.lstrip()
     except FileNotFoundError as e:
         raise DataError(path, "file not found") from e
+    except IsADirectoryError as e:
+        raise DataError(path, "is a directory, expected a JSON file") from e
     if not head:
         raise DataError(path, f"empty file, expected a JSON list of {what}")
     if head[:1] != b"[":
@@ -75,9 +78,51 @@ def _check_top_level(path: Path, what: str) -> None:
         raise DataError(path, f"top level is {kind}, expected a JSON list of {what} (is this the right file?)")
 
 
+MAX_DEPTH = 64  # VG nests at most ~8 deep; ijson's memory grows with the square of the depth
+
+
+def _check_depth(path: Path, chunk_size: int = 1 << 22) -> None:
+    """DataError if brackets outside strings nest deeper than MAX_DEPTH: yajl2_c would need ~23 GB for a
+    200 KB file of 100,000 nested '['. Vectorised over quotes and brackets only, so it costs little."""
+    depth, in_string, carried = 0, 0, 0  # state at a chunk boundary; carried: backslashes ending the last chunk
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            b = np.frombuffer(chunk, np.uint8)
+            quotes = np.flatnonzero(b == 34)
+            # A quote after an odd run of backslashes is escaped (backslashes occur only inside strings).
+            run = np.zeros(len(quotes), np.int64)
+            open_ = np.ones(len(quotes), bool)  # the run before this quote may go on
+            k = 1
+            while open_.any():
+                at = quotes - k
+                inside_chunk = at >= 0
+                is_bs = np.zeros(len(quotes), bool)
+                is_bs[inside_chunk] = b[at[inside_chunk]] == 92
+                run += open_ & is_bs
+                run += (open_ & ~inside_chunk) * carried  # the run reached the chunk start: add the last one's tail
+                open_ &= is_bs
+                k += 1
+            quotes = quotes[run % 2 == 0]
+            folded = b | 32  # '[' -> '{' and ']' -> '}'; no other byte lands on either
+            pos = np.flatnonzero((folded == 123) | (folded == 125))
+            step = np.where(folded[pos] == 123, 1, -1)
+            outside = (np.searchsorted(quotes, pos) + in_string) % 2 == 0
+            levels = depth + np.cumsum(step[outside])
+            if levels.max(initial=depth) > MAX_DEPTH:
+                raise DataError(path, f"malformed JSON: nested more than {MAX_DEPTH} deep")
+            depth = int(levels[-1]) if len(levels) else depth
+            in_string = (in_string + len(quotes)) % 2
+            if b[-1] == 92:
+                other = np.flatnonzero(b != 92)
+                carried = len(b) - 1 - int(other[-1]) if len(other) else len(b) + carried
+            else:
+                carried = 0
+
+
 def _stream(path: Path, prefix: str, what: str, last_of=None) -> Iterator[dict]:
     """Yield the objects at `prefix`; turn parse errors into DataError naming the last good record."""
     _check_top_level(path, what)
+    _check_depth(path)
     last: Any = None
     try:
         with open(path, "rb") as f:

@@ -37,7 +37,9 @@ def synthesize(instances: pd.DataFrame, dataset: str, skips: SkipCounter, source
     if no_mask.any():
         skips.add("instance_without_mask", source, df.loc[no_mask, "region_id"].iloc[0], n=int(no_mask.sum()))
     keep &= ~no_mask
-    no_cat = (df["category"].isna() | (df["category"].astype(str).str.strip() == "")) & keep
+    # "_" or "  " names no class: its expression would be empty.
+    named = df["category"].map(lambda c: isinstance(c, str) and class_name_expression(c) != "")
+    no_cat = ~named.astype(bool) & keep
     if no_cat.any():
         skips.add("instance_without_category", source, df.loc[no_cat, "region_id"].iloc[0], n=int(no_cat.sum()))
     keep &= ~no_cat
