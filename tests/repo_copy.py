@@ -21,6 +21,9 @@ E2E_OVERRIDES: dict = {
              "figure_examples": 2, "pretrain_training": {"steps": 3}, "training": {"steps": 4}},
     "attention_regression": {"training": {"steps": 4, "batch_size": 8}, "figure_examples": 2},
     "build_region_benchmark": {"meteor_jvms": 1, "dask": {"local_workers": 1, "join_blocks": 2}},
+    "text_objseg": {"input_size": 64, "model": {"embed_dim": 8, "text_hidden": 12, "classifier_hidden": 16,
+                                                "feature_dim": 16},
+                    "lowres_training": {"steps": 4}, "highres_training": {"steps": 4}, "eval_batch_size": 8},
 }
 TOP_LEVEL_IGNORED = {".venv", ".git", "data", "models", ".pytest_cache", ".prefect", "reports"}
 ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")

@@ -275,6 +275,71 @@ class AttentionRegressionConfig(Section):
 
 
 
+# The released text_objseg recipes (exp-referit/exp_train_referit_seg_{lowres,highres}.py): SGD with
+# momentum 0.9, lr 0.01 decayed 10x in steps, batch 10; weight decay 0.0005 on weights only (a loss term).
+TEXT_OBJSEG_LOWRES = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "step", "step_size": 10000,
+                      "step_gamma": 0.1, "steps": 30000, "batch_size": 10}
+TEXT_OBJSEG_HIGHRES = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "step", "step_size": 6000,
+                       "step_gamma": 0.1, "steps": 18000, "batch_size": 10}
+
+
+class TextObjSegModelConfig(Section):
+    """The segmentation paper's model (refexp.models.text_objseg); defaults are the released code's."""
+
+    embed_dim: int = Field(1000, ge=1)
+    text_hidden: int = Field(1000, ge=1)  # D_text
+    classifier_hidden: int = Field(500, ge=1)  # D_cls
+    # Dim of the small FCN's 1x1 "fc" head (VGG-16's fc8 map is 1000 whatever this says).
+    feature_dim: int = Field(1000, ge=1)
+    # 8 = the code's (xmin, ymin, xmax, ymax, xc, yc, 1/w, 1/h); 2 = the paper's (xc, yc).
+    spatial: Literal[8, 2] = 8
+    max_tokens: int = Field(20, ge=1)  # T
+
+
+class TextObjSegConfig(Section):
+    """Text-conditioned segmentation (stages train_text_objseg_{lowres,highres}, evaluate_text_objseg):
+    each variant is trained at low resolution, then at high resolution from the low-resolution model."""
+
+    dataset: str = "referit"
+    # The paper trains on the ReferIt trainval images (the released batches: referit_query_trainval.json).
+    train_split: Literal["train", "trainval"] = "trainval"
+    backbone: Literal["tiny", "vgg16"] = "vgg16"
+    pretrained: bool = True
+    # conv1-conv5 fixed (the released recipe for VGG-16; for `tiny`, its whole pretrained body).
+    freeze_conv: bool = True
+    # Compute the fixed conv body's maps once per image instead of every step: exact (those layers never
+    # change and run in eval mode), in memory (C x h x w floats per image: for the embedded world only).
+    cache_frozen_features: bool = False
+    input_size: int = Field(512, ge=16)  # W = H
+    model: TextObjSegModelConfig = TextObjSegModelConfig()
+    weight_decay: float = Field(0.0005, ge=0.0)
+    # (foreground, background) loss weights: 1:1 at low resolution, 3:1 at high (the code's 1 and 1/3).
+    lowres_loss_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0], min_length=2, max_length=2)
+    highres_loss_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0 / 3], min_length=2, max_length=2)
+    lowres_training: dict[str, Any] = Field(default_factory=lambda: dict(TEXT_OBJSEG_LOWRES))
+    highres_training: dict[str, Any] = Field(default_factory=lambda: dict(TEXT_OBJSEG_HIGHRES))
+    eval_batch_size: int = Field(16, ge=1)
+    figure_examples: int = Field(4, ge=0)  # successes and failures each, in the report's figure
+    # variant name -> overrides of `model` (e.g. the paper's 2 spatial channels).
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"text_objseg": {}})
+
+    @model_validator(mode="after")
+    def _variants_valid(self) -> "TextObjSegConfig":
+        if self.cache_frozen_features and not self.freeze_conv:
+            raise ValueError("cache_frozen_features needs freeze_conv: a trained body changes every step")
+        for name in self.variants:
+            self.variant_model(name)
+        return self
+
+    def variant_model(self, name: str) -> TextObjSegModelConfig:
+        if name not in self.variants:
+            raise ConfigError(f"text_objseg.variants: no variant '{name}' (have {sorted(self.variants)})")
+        try:
+            return TextObjSegModelConfig.model_validate({**self.model.model_dump(), **self.variants[name]})
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err, f"text_objseg.variants.{name}")) from None
+
+
 class ReferitImageFreeConfig(Section):
     """The real image-free experiment (stages/referit_image_free.py, `make referit-image-free`):
     image-free SCRC and text-only regression trained on the real train split, tested on real test."""
@@ -500,6 +565,7 @@ class Config(Section):
     pretrain_backbone: PretrainBackboneConfig = PretrainBackboneConfig()
     attention_regression: AttentionRegressionConfig = AttentionRegressionConfig()
     scrc: ScrcConfig = ScrcConfig()
+    text_objseg: TextObjSegConfig = TextObjSegConfig()
     extract_features: ExtractFeaturesConfig = ExtractFeaturesConfig()
     referit_image_free: ReferitImageFreeConfig = ReferitImageFreeConfig()
     seed_study: SeedStudyConfig = SeedStudyConfig()
@@ -544,6 +610,8 @@ class Config(Section):
             "pretrain_backbone": [("pretrain_backbone.training", self.pretrain_backbone.training)],
             "pretrain_scrc": [("scrc.pretrain_training", self.scrc.pretrain_training)],
             "attention_regression": [("attention_regression.training", self.attention_regression.training)],
+            "text_objseg.lowres": [("text_objseg.lowres_training", self.text_objseg.lowres_training)],
+            "text_objseg.highres": [("text_objseg.highres_training", self.text_objseg.highres_training)],
             "referit_image_free.regression": [
                 ("attention_regression.training", self.attention_regression.training),
                 ("referit_image_free.regression_training", self.referit_image_free.regression_training)],

@@ -31,6 +31,11 @@ STAGES = {
     "train_attention_regression@attention_full": (
         ("attention_regression", "training"), "models/attention_regression/attention_full",
         "reports/metrics/train_attention_regression/attention_full.json"),
+    "train_text_objseg_lowres@text_objseg": (("text_objseg", "lowres_training"), "models/text_objseg_lowres/text_objseg",
+                                             "reports/metrics/train_text_objseg_lowres/text_objseg.json"),
+    "train_text_objseg_highres@text_objseg": (
+        ("text_objseg", "highres_training"), "models/text_objseg_highres/text_objseg",
+        "reports/metrics/train_text_objseg_highres/text_objseg.json"),
 }
 TIMING = re.compile(r"seconds|per_s")
 RESUMED = re.compile(r"resuming from \S+checkpoint\.pt at step (\d+)")

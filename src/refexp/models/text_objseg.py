@@ -50,15 +50,20 @@ class VggFc8Map(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def conv_parameters(self) -> list[nn.Parameter]:
-        """conv1-conv5 (frozen in the released recipe for VGG-16)."""
-        return list(self.features.parameters())
+    def conv_body(self) -> nn.Module:
+        """conv1-conv5 (fixed in the released recipe for VGG-16)."""
+        return self.features
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.features((images - self.mean) / self.std)  # (B, 512, h, w)
+    def body(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features((images - self.mean) / self.std)  # (B, 512, h, w) pool5
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(F.relu(self.fc6(x)))  # (B, 4096, h, w)
         x = self.dropout(F.relu(self.fc7(x)))  # (B, 4096, h, w)
         return self.fc8(x)  # (B, 1000, h, w)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(images))
 
 
 class SmallFcnMap(nn.Module):
@@ -70,11 +75,17 @@ class SmallFcnMap(nn.Module):
         self.stride, self.dim = self.backbone.stride, dim
         self.fc = nn.Conv2d(self.backbone.channels, dim, 1)
 
-    def conv_parameters(self) -> list[nn.Parameter]:
-        return list(self.backbone.parameters())
+    def conv_body(self) -> nn.Module:
+        return self.backbone
+
+    def body(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)  # (B, C, h, w)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(x))  # (B, dim, h, w)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.relu(self.backbone(images)))  # (B, dim, h, w)
+        return self.head(self.body(images))
 
 
 def spatial_channels(h: int, w: int, kind: int, device=None) -> torch.Tensor:
@@ -142,9 +153,11 @@ class TextObjSeg(nn.Module):
 
     def __init__(self, image_net: nn.Module, vocab_size: int, embed_dim: int, text_hidden: int,
                  classifier_hidden: int = 500, spatial: int = 8, upsample: bool = False,
-                 embeddings: torch.Tensor | None = None, freeze_embeddings: bool = False):
+                 embeddings: torch.Tensor | None = None, freeze_embeddings: bool = False, freeze_conv: bool = False):
         super().__init__()
-        self.image_net, self.spatial = image_net, spatial
+        self.image_net, self.spatial, self.freeze_conv = image_net, spatial, freeze_conv
+        for p in image_net.conv_body().parameters():
+            p.requires_grad_(not freeze_conv)
         self.text = ExpressionEncoder(vocab_size, embed_dim, text_hidden, embeddings, freeze_embeddings)
         d_star = image_net.dim + text_hidden + spatial
         self.classifier = nn.Sequential(nn.Conv2d(d_star, classifier_hidden, 1), nn.ReLU(inplace=True),
@@ -155,15 +168,26 @@ class TextObjSeg(nn.Module):
     def stride(self) -> int:
         return self.image_net.stride
 
-    def coarse(self, images: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        visual = F.normalize(self.image_net(images), dim=1)  # (B, Dim, h, w), unit length per cell
+    def train(self, mode: bool = True) -> "TextObjSeg":
+        super().train(mode)
+        if self.freeze_conv:  # fixed layers keep their batch-norm statistics and no dropout
+            self.image_net.conv_body().eval()
+        return self
+
+    def coarse(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
+               body_maps: torch.Tensor | None = None) -> torch.Tensor:
+        """body_maps: the fixed conv body's output, precomputed (exact when freeze_conv: that part never
+        changes and runs in eval mode), instead of images."""
+        fmap = self.image_net.head(body_maps) if body_maps is not None else self.image_net(images)
+        visual = F.normalize(fmap, dim=1)  # (B, Dim, h, w), unit length per cell
         b, _, h, w = visual.shape
         text = self.text(tokens, lengths)[:, :, None, None].expand(-1, -1, h, w)  # (B, Dtext, h, w)
         where = spatial_channels(h, w, self.spatial, visual.device).expand(b, -1, -1, -1)  # (B, 8 or 2, h, w)
         return self.classifier(torch.cat([visual, text, where], dim=1))  # (B, 1, h, w)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        scores = self.coarse(images, tokens, lengths)  # (B, 1, h, w)
+    def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
+                body_maps: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.coarse(images, tokens, lengths, body_maps)  # (B, 1, h, w)
         return self.upsample(scores) if self.upsample is not None else scores  # (B, 1, H, W) or (B, 1, h, w)
 
 
@@ -175,9 +199,11 @@ def weighted_logistic_loss(scores: torch.Tensor, labels: torch.Tensor, foregroun
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Optimiser groups with weight decay on weights only (the released code decays no biases)."""
+    """Parameter groups with weight decay on weight matrices and kernels only: the released code decays
+    neither biases nor the word embedding (its variables named `weights`/`Matrix` only)."""
     weights, others = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (weights if name.endswith("weight") and p.dim() > 1 else others).append(p)
+            decayed = (name.endswith("weight") or "weight_" in name) and p.dim() > 1 and "embed" not in name
+            (weights if decayed else others).append(p)
     return [{"params": weights, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]

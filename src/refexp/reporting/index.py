@@ -46,7 +46,10 @@ def row_datasets(cfg: Config, stage: str, item: str) -> list[str]:
                 "pretrain_scrc": [cfg.scrc.caption_dataset],
                 "evaluate_attention_regression": [cfg.attention_regression.dataset],
                 "train_attention_regression": [cfg.attention_regression.dataset],
-                "pretrain_backbone": [cfg.pretrain_backbone.dataset]}
+                "pretrain_backbone": [cfg.pretrain_backbone.dataset],
+                "evaluate_text_objseg": [cfg.text_objseg.dataset],
+                "train_text_objseg_lowres": [cfg.text_objseg.dataset],
+                "train_text_objseg_highres": [cfg.text_objseg.dataset]}
     if stage == "experiment":
         return {"referit_image_free": [cfg.referit_image_free.dataset],
                 "seed_study": [cfg.scrc.dataset, cfg.attention_regression.dataset]}.get(item, [])

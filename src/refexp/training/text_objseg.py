@@ -1,0 +1,308 @@
+"""Recipe of the segmentation paper (refexp.models.text_objseg): two-stage training and mask evaluation.
+
+- low resolution: no deconvolution; labels downsampled to the w x h map (a cell is positive if any of its
+  pixels is); foreground : background loss weights 1 : 1 (params);
+- high resolution: initialised from the low-resolution model of the same variant, the bilinear
+  deconvolution added, trained on full-size labels with weights 3 : 1 (the code's 1 and 1/3);
+- weight decay on weights only, as the released code adds it: a loss term wd * sum(w^2) / 2;
+- evaluation: the score map (the low-resolution model's coarse map bilinearly upsampled first) mapped
+  back to each image's original size (data/letterbox.py), thresholded at 0, then scored against the
+  ground-truth mask at that size (metrics/masks.py). Rows without a mask are counted, never scored.
+
+Images and labels are held in memory as uint8 at the input size (the embedded world's are small).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from refexp.artifacts import save_torch
+from refexp.config import Config, TextObjSegConfig
+from refexp.data.coco import decode_rle
+from refexp.data.letterbox import Letterbox, any_positive_downsample
+from refexp.data.skips import DataError
+from refexp.metrics.masks import per_query_iou, segmentation_metrics
+from refexp.models.text_objseg import SmallFcnMap, TextObjSeg, VggFc8Map, decay_groups, weighted_logistic_loss
+from refexp.paths import Paths
+from refexp.text.vocab import Vocab
+from refexp.training.engine import fit, run_key
+from refexp.training.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+RESOLUTIONS = ("lowres", "highres")
+STAGE = {"lowres": "train_text_objseg_lowres", "highres": "train_text_objseg_highres"}
+MODEL_FILE = "model.pt"  # the trained weights alone (deterministic bytes; the checkpoint also holds timings)
+
+
+def model_dir(paths: Paths, resolution: str, variant: str) -> Path:
+    return paths.model_dir(f"text_objseg_{resolution}", variant)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class SegmentationExamples(Dataset):
+    """One row per (image, expression, mask): letterboxed images, tokens, and labels at the model's output size."""
+
+    images: torch.Tensor  # (N_img, 3, S, S) uint8
+    image_index: torch.Tensor  # (N,) row -> image
+    tokens: torch.Tensor  # (N, T) ids, 0 = pad
+    lengths: torch.Tensor  # (N,)
+    labels: torch.Tensor | None  # (N, S, S) or (N, S/s, S/s) uint8; None at evaluation
+    letterboxes: list[Letterbox]  # per image
+    body_maps: torch.Tensor | None = None  # (N_img, C, h, w): the fixed conv body's output, when cached
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+    @torch.no_grad()
+    def cache_body_maps(self, model: TextObjSeg, batch_size: int = 32) -> None:
+        body = model.image_net.conv_body()
+        was_training = body.training
+        body.eval()
+        self.body_maps = torch.cat([model.image_net.body(self.images[i:i + batch_size].float() / 255.0)
+                                    for i in range(0, len(self.images), batch_size)])
+        body.train(was_training)
+        log.info("cached the fixed conv body's maps: %s (%.1f MB)", tuple(self.body_maps.shape),
+                 self.body_maps.numel() * 4 / 1e6)
+
+    def __getitem__(self, i: int) -> dict:
+        image = self.image_index[i]
+        item = {"tokens": self.tokens[i], "length": self.lengths[i]}
+        if self.body_maps is not None:
+            item["body_map"] = self.body_maps[image]
+        else:
+            item["image"] = self.images[image]
+        if self.labels is not None:
+            item["label"] = self.labels[i]
+        return item
+
+
+def encode_tokens(token_lists, vocab: Vocab, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(N, T) ids, (N,) lengths and how many expressions have no word the vocabulary knows."""
+    ids = [vocab.encode(list(t))[:max_tokens] for t in token_lists]
+    unknown = sum(all(i == vocab.unk_id for i in seq) for seq in ids)
+    ids = [seq or [vocab.unk_id] for seq in ids]
+    tokens = torch.zeros(len(ids), max(1, max(map(len, ids), default=1)), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        tokens[row, :len(seq)] = torch.tensor(seq)
+    return tokens, torch.tensor([len(s) for s in ids]), unknown
+
+
+def with_masks(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, int]:
+    """Rows that have a mask, and how many were set aside without one (counted in the metrics)."""
+    has = df["mask_rle"].notna()
+    if not has.any():
+        raise DataError(path, "no row has a mask (mask_rle): the layout has no masks to segment")
+    return df[has].reset_index(drop=True), int((~has).sum())
+
+
+def build_examples(df: pd.DataFrame, vocab: Vocab, root: Path, size: int, max_tokens: int,
+                   label_stride: int | None) -> SegmentationExamples:
+    """label_stride: None = no labels (evaluation), 1 = full size, s = the low-res map's cells."""
+    unique = list(dict.fromkeys(df["image_path"]))
+    if any(p is None or p is pd.NA for p in unique):
+        raise DataError("tuples.parquet", "rows without an image file (kept_with_defect/image_missing); "
+                        "segmentation reads images")
+    images = torch.empty((len(unique), 3, size, size), dtype=torch.uint8)
+    boxes: list[Letterbox] = []
+    for i, rel in enumerate(unique):
+        path = Path(root) / rel
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as err:
+            raise DataError(path, f"cannot read image ({err})") from None
+        box = Letterbox.fit(rgb.shape[1], rgb.shape[0], size, size)
+        images[i] = torch.from_numpy(box.image(rgb)).permute(2, 0, 1)
+        boxes.append(box)
+    index = {p: i for i, p in enumerate(unique)}
+    image_index = torch.tensor([index[p] for p in df["image_path"]], dtype=torch.long)
+    tokens, lengths, _ = encode_tokens(df["tokens"], vocab, max_tokens)
+    labels = None
+    if label_stride is not None:
+        out = size // label_stride
+        labels = torch.empty((len(df), out, out), dtype=torch.uint8)
+        for row, r in enumerate(df.itertuples()):
+            mask = decode_rle(r.mask_rle, int(r.image_height), int(r.image_width))
+            full = boxes[image_index[row]].mask(mask)
+            labels[row] = torch.from_numpy(any_positive_downsample(full, label_stride) if label_stride > 1 else full)
+    return SegmentationExamples(images, image_index, tokens, lengths, labels, boxes)
+
+
+def collate(items: list[dict]) -> dict:
+    width = max(int(it["length"]) for it in items)
+    batch = {"tokens": torch.stack([it["tokens"][:width] for it in items]),  # (B, T)
+             "lengths": torch.stack([it["length"] for it in items])}  # (B,)
+    if "body_map" in items[0]:
+        batch["body_maps"] = torch.stack([it["body_map"] for it in items])  # (B, C, h, w)
+    else:
+        batch["images"] = torch.stack([it["image"] for it in items]).float().div_(255.0)  # (B, 3, S, S)
+    if "label" in items[0]:
+        batch["labels"] = torch.stack([it["label"] for it in items])  # (B, h, w) or (B, S, S)
+    return batch
+
+
+# ---------------------------------------------------------------- model
+
+
+def build(section: TextObjSegConfig, variant: str, vocab_size: int, resolution: str, paths: Paths) -> TextObjSeg:
+    m = section.variant_model(variant)
+    if section.backbone == "vgg16":
+        image_net = VggFc8Map(section.pretrained)
+    else:
+        image_net = SmallFcnMap(section.backbone, section.pretrained, m.feature_dim,
+                                paths.backbone_weights(section.backbone, section.pretrained))
+    if section.input_size % image_net.stride:
+        raise DataError("params.yaml", f"text_objseg.input_size {section.input_size} is not a multiple of the "
+                        f"{section.backbone} stride {image_net.stride}")
+    return TextObjSeg(image_net, vocab_size, m.embed_dim, m.text_hidden, m.classifier_hidden, m.spatial,
+                      upsample=resolution == "highres", freeze_conv=section.freeze_conv)
+
+
+def make_loss_fn(weights: tuple[float, float], weight_decay: float):
+    def loss_fn(model: TextObjSeg, batch: dict):
+        scores = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))[:, 0]  # (B, h, w) or (B, S, S)
+        cls = weighted_logistic_loss(scores, batch["labels"], *weights)
+        decay = sum((p.float() ** 2).sum() for p in decay_groups(model, weight_decay)[0]["params"])
+        loss = cls + 0.5 * weight_decay * decay
+        with torch.no_grad():
+            correct = ((scores > 0) == batch["labels"].bool()).float()
+        return loss, {"loss/logistic": float(cls.detach()), "train/pixel_accuracy": float(correct.mean())}
+    return loss_fn
+
+
+def _read(paths: Paths, dataset: str) -> tuple[pd.DataFrame, Vocab]:
+    tuples, vocab = paths.tuples(dataset), paths.vocab(dataset)
+    for p in (tuples, vocab):
+        if not p.exists():
+            raise DataError(p, f"missing; run prepare_referit for dataset '{dataset}' first")
+    return pd.read_parquet(tuples), Vocab.load(vocab)
+
+
+def _split(df: pd.DataFrame, split: str, path: Path) -> pd.DataFrame:
+    part = df[df["split"] == split].reset_index(drop=True)
+    if part.empty:
+        raise DataError(path, f"no '{split}' tuples")
+    return part
+
+
+def seg_run_key(cfg: Config, variant: str, resolution: str, files: list[Path]) -> str:
+    s = cfg.text_objseg
+    import refexp.data.letterbox
+    import refexp.models.backbones
+    import refexp.models.text_objseg
+
+    params = {**s.model_dump(include={"dataset", "train_split", "backbone", "pretrained", "freeze_conv",
+                                      "cache_frozen_features", "input_size",
+                                      "weight_decay", f"{resolution}_loss_weights"}),
+              "model": s.variant_model(variant).model_dump(), "resolution": resolution}
+    return run_key(files, [refexp.models.text_objseg, refexp.models.backbones, refexp.data.letterbox,
+                           sys.modules[__name__]], params)
+
+
+def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bool = True) -> dict:
+    s = cfg.text_objseg
+    df, vocab = _read(paths, s.dataset)
+    splits = ("train", "val") if s.train_split == "trainval" else ("train",)
+    part = df[df["split"].isin(splits)].reset_index(drop=True)
+    if part.empty:
+        raise DataError(paths.tuples(s.dataset), f"no {s.train_split} tuples")
+    train_rows, no_mask = with_masks(part, paths.tuples(s.dataset))
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    model = build(s, variant, len(vocab), resolution, paths)
+    files = [paths.tuples(s.dataset), paths.vocab(s.dataset)]
+    weights = paths.backbone_weights(s.backbone, s.pretrained)
+    files += [weights] if weights else []
+    if resolution == "highres":
+        init = model_dir(paths, "lowres", variant) / MODEL_FILE
+        if not init.exists():
+            raise DataError(init, f"missing; train_text_objseg_lowres {variant} first (high resolution starts from it)")
+        missing, unexpected = model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True), strict=False)
+        if unexpected or any(not k.startswith("upsample.") for k in missing):
+            raise DataError(init, f"not a low-resolution model of this variant (missing {missing}, unexpected {unexpected})")
+        files.append(init)
+    examples = build_examples(train_rows, vocab, paths.root, s.input_size, s.variant_model(variant).max_tokens,
+                              1 if resolution == "highres" else model.stride)
+    if s.cache_frozen_features:
+        examples.cache_body_maps(model)
+    training = cfg.training.merged(s.lowres_training if resolution == "lowres" else s.highres_training,
+                                   f"text_objseg.{resolution}_training")
+    weights_fb = s.lowres_loss_weights if resolution == "lowres" else s.highres_loss_weights
+    metrics = fit(model, examples, make_loss_fn(weights_fb, s.weight_decay), training,
+                  model_dir(paths, resolution, variant), seed=cfg.run.seed, collate_fn=collate,
+                  curve_path=paths.plots(STAGE[resolution], variant), deterministic=cfg.run.deterministic,
+                  progress=progress, run_key=seg_run_key(cfg, variant, resolution, files))
+    if not metrics.get("train/stopped_early"):
+        save_torch(model.state_dict(), model_dir(paths, resolution, variant) / MODEL_FILE)
+    metrics.update({"train/tuples": len(examples), "train/images": len(examples.images),
+                    "train/skipped_without_mask": no_mask,
+                    "train/foreground_fraction": float(examples.labels.float().mean())})
+    return metrics
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def load_trained(cfg: Config, paths: Paths, variant: str, resolution: str, vocab: Vocab) -> TextObjSeg:
+    weights = model_dir(paths, resolution, variant) / MODEL_FILE
+    if not weights.exists():
+        raise DataError(weights, f"missing; run {STAGE[resolution]} {variant} first")
+    model = build(cfg.text_objseg, variant, len(vocab), resolution, paths)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_scores(model: TextObjSeg, examples: SegmentationExamples, batch_size: int) -> list[np.ndarray]:
+    """Per row, the (S, S) score map at the input size (a low-res map bilinearly upsampled)."""
+    from refexp.training.engine import to_device
+
+    device = next(model.parameters()).device
+    size = examples.images.shape[-2:]
+    out: list[np.ndarray] = []
+    for start in range(0, len(examples), batch_size):
+        batch = to_device(collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))]), device)
+        scores = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))
+        if scores.shape[-2:] != size:  # (B, 1, h, w) -> (B, 1, S, S)
+            scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+        out += list(scores[:, 0].float().cpu().numpy())
+    return out
+
+
+def evaluate(cfg: Config, paths: Paths, variant: str, resolution: str, split: str = "test"
+             ) -> tuple[dict, pd.DataFrame]:
+    """Test metrics (test/prec_at_*, test/overall_iou, test/mean_iou) and per-query IoUs for the report."""
+    s = cfg.text_objseg
+    df, vocab = _read(paths, s.dataset)
+    rows, no_mask = with_masks(_split(df, split, paths.tuples(s.dataset)), paths.tuples(s.dataset))
+    model = load_trained(cfg, paths, variant, resolution, vocab)
+    examples = build_examples(rows, vocab, paths.root, s.input_size, s.variant_model(variant).max_tokens, None)
+    started = time.perf_counter()  # ms/query from pixels: the body runs on every test image here
+    scores = predict_scores(model, examples, s.eval_batch_size)
+    seconds = time.perf_counter() - started
+    preds, truths = [], []
+    for row, r in enumerate(rows.itertuples()):
+        preds.append(examples.letterboxes[examples.image_index[row]].restore(scores[row]) > 0)
+        truths.append(decode_rle(r.mask_rle, int(r.image_height), int(r.image_width)))
+    metrics = {f"{split}/{k}": v for k, v in segmentation_metrics(preds, truths).items()}
+    _, _, unknown = encode_tokens(rows["tokens"], vocab, s.variant_model(variant).max_tokens)
+    metrics.update({f"{split}/queries": len(rows), f"{split}/skipped_without_mask": no_mask,
+                    f"{split}/no_known_word": unknown, f"{split}/ms_per_query": 1000 * seconds / len(rows)})
+    table = rows[["image_id", "image_path", "region_id", "expression", "kind"]].copy()
+    table["iou"] = per_query_iou(preds, truths)
+    table["predicted_pixels"] = [int(p.sum()) for p in preds]
+    table["true_pixels"] = [int(t.sum()) for t in truths]
+    return metrics, table

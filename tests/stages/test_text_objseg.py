@@ -1,0 +1,131 @@
+"""train_text_objseg_{lowres,highres} and evaluate_text_objseg end to end on a tiny world in a tmp dir:
+32 x 32 images with a red and a green square, each square's mask the region to segment."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from refexp.config import parse_config
+from refexp.data.coco import decode_rle, encode_mask
+from tests.stages.test_attention_regression import write_tiny_world
+
+
+def tiny_config(**section):
+    return parse_config({
+        "datasets": {name: {"format": name, "source": "synthetic"} for name in ("referit", "coco", "visual_genome")},
+        "training": {"batch_size": 8, "checkpoint_every": 10, "log_every": 5},
+        "text_objseg": {
+            "dataset": "referit", "backbone": "tiny", "pretrained": False, "freeze_conv": False, "input_size": 32,
+            "model": {"embed_dim": 8, "text_hidden": 12, "classifier_hidden": 16, "feature_dim": 16},
+            "lowres_training": {"optimizer": "adam", "lr": 0.01, "steps": 40},
+            "highres_training": {"optimizer": "adam", "lr": 0.005, "steps": 30},
+            "eval_batch_size": 8, "variants": {"text_objseg": {}, "paper_spatial": {"spatial": 2}}, **section,
+        },
+    })
+
+
+@pytest.fixture
+def mask_world(tmp_path, monkeypatch):
+    write_tiny_world(tmp_path)
+    tuples = tmp_path / "data/prepare_referit/referit/tuples.parquet"
+    df = pd.read_parquet(tuples)
+    masks = []
+    for r in df.itertuples():
+        mask = np.zeros((32, 32), bool)
+        mask[int(r.y1):int(r.y2) + 1, int(r.x1):int(r.x2) + 1] = True
+        masks.append(encode_mask(mask))
+    df["mask_rle"] = pd.array(masks, dtype="string")
+    df.to_parquet(tuples, index=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_low_then_high_resolution_then_evaluation(mask_world):
+    from stages import evaluate_text_objseg, train_text_objseg_highres, train_text_objseg_lowres
+
+    cfg = tiny_config()
+    low = train_text_objseg_lowres.run(cfg, "text_objseg")
+    assert low["train/steps"] == 40 and low["train/tuples"] == 32  # the tiny world has no val rows
+    curve = pd.read_csv(mask_world / "reports/plots/train_text_objseg_lowres/text_objseg.csv")
+    assert curve["loss"].iloc[-1] < curve["loss"].iloc[0]  # it learns
+    high = train_text_objseg_highres.run(cfg, "text_objseg")
+    assert high["train/steps"] == 30
+    summary = evaluate_text_objseg.run(cfg, "text_objseg")
+    for resolution in ("lowres", "highres"):
+        saved = json.loads((mask_world / f"reports/metrics/evaluate_text_objseg/text_objseg_{resolution}.json").read_text())
+        assert {"test/prec_at_0.5", "test/prec_at_0.9", "test/overall_iou", "test/mean_iou"} <= set(saved)
+        assert saved["test/queries"] == 16 and 0 <= saved["test/overall_iou"] <= 1
+        table = pd.read_parquet(mask_world / f"data/evaluate_text_objseg/text_objseg/{resolution}.parquet")
+        assert len(table) == 16 and saved["test/mean_iou"] == pytest.approx(table["iou"].mean())
+        assert saved["test/prec_at_0.5"] == pytest.approx((table["iou"] >= 0.5).mean())
+        assert summary[f"{resolution}/test/overall_iou"] == saved["test/overall_iou"]
+    # Predicting the whole image would give IoU 144/1024 per square: the trained model beats it.
+    assert summary["highres/test/mean_iou"] > 144 / 1024
+
+    from stages import report_text_objseg
+    assert report_text_objseg.run(cfg)["variants_reported"] == 2
+    report = (mask_world / "reports/text_objseg.md").read_text()
+    assert report.startswith("# Segmentation from natural language expressions")
+    assert "## What this ran on" in report and "**synthetic data (the embedded world)**" in report
+    assert "| Ours (high resolution) (paper) | 34.02 |" in report
+    assert "**Ours (high resolution) (ours, `text_objseg_highres`)**" in report
+    assert "| whole image (ours) | not reproduced yet | – |" in report
+    assert "`text_objseg_highres` > `text_objseg_lowres`" in report  # the paper's claim, with its interval
+    assert (mask_world / "reports/figures/text_objseg/examples.png").stat().st_size > 1000
+    assert (mask_world / "reports/figures/text_objseg/training_curves.png").stat().st_size > 1000
+
+
+def test_high_resolution_needs_the_low_resolution_model(mask_world):
+    from refexp.data.skips import DataError
+    from stages import train_text_objseg_highres
+
+    with pytest.raises(DataError, match="train_text_objseg_lowres text_objseg first"):
+        train_text_objseg_highres.run(tiny_config(), "text_objseg")
+
+
+def test_the_paper_spatial_variant_trains(mask_world):
+    from stages import train_text_objseg_lowres
+
+    assert train_text_objseg_lowres.run(tiny_config(), "paper_spatial")["train/steps"] == 40
+
+
+def test_rows_without_masks_are_counted_and_none_is_an_error(mask_world):
+    from refexp.data.skips import DataError
+    from stages import train_text_objseg_lowres
+
+    tuples = mask_world / "data/prepare_referit/referit/tuples.parquet"
+    df = pd.read_parquet(tuples)
+    df.loc[:3, "mask_rle"] = pd.NA
+    df.to_parquet(tuples, index=False)
+    metrics = train_text_objseg_lowres.run(tiny_config(lowres_training={"steps": 2}), "text_objseg")
+    assert metrics["train/skipped_without_mask"] == 4 and metrics["train/tuples"] == 28
+    df["mask_rle"] = pd.NA
+    df.to_parquet(tuples, index=False)
+    with pytest.raises(DataError, match="no row has a mask"):
+        train_text_objseg_lowres.run(tiny_config(), "text_objseg")
+
+
+def test_masks_round_trip_through_the_letterbox(mask_world):
+    df = pd.read_parquet(mask_world / "data/prepare_referit/referit/tuples.parquet")
+    mask = decode_rle(df["mask_rle"].iloc[0], 32, 32)
+    assert mask.sum() == 144
+
+
+def test_cached_body_maps_train_the_same_model(mask_world):
+    """With the conv body fixed, caching its maps is exact: the same trained weights as running it each step."""
+    import torch
+
+    from refexp.paths import Paths
+    from refexp.training import text_objseg
+
+    states = []
+    for cache in (False, True):
+        cfg = tiny_config(freeze_conv=True, cache_frozen_features=cache, lowres_training={"steps": 6})
+        paths = Paths.from_config(cfg)
+        metrics = text_objseg.train(cfg, paths, "text_objseg", "lowres", progress=False)
+        states.append(torch.load(text_objseg.model_dir(paths, "lowres", "text_objseg") / "model.pt", weights_only=True))
+        assert metrics["train/steps"] == 6
+    assert all(torch.allclose(states[0][k], states[1][k], atol=1e-5) for k in states[0])
