@@ -9,25 +9,15 @@ Params: run, training (+ text_objseg.highres_training), text_objseg.
 """
 from __future__ import annotations
 
-import torch
-
-from refexp.artifacts import write_json
 from refexp.config import Config
-from refexp.paths import Paths
-from refexp.training import text_objseg
 from stages._cli import stage_main
+from stages.train_text_objseg_lowres import run_at
 
 RESOLUTION = "highres"
-STAGE = text_objseg.STAGE[RESOLUTION]
 
 
 def run(cfg: Config, item: str) -> dict:
-    paths = Paths.from_config(cfg)
-    if cfg.training.cpu_threads:  # also covers loading the examples, outside the engine
-        torch.set_num_threads(cfg.training.cpu_threads)
-    metrics = text_objseg.train(cfg, paths, item, RESOLUTION)
-    write_json(paths.metrics(STAGE, item), metrics)
-    return metrics
+    return run_at(RESOLUTION, cfg, item)
 
 
 def main() -> None:

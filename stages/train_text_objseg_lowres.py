@@ -17,16 +17,20 @@ from refexp.training import text_objseg
 from stages._cli import stage_main
 
 RESOLUTION = "lowres"
-STAGE = text_objseg.STAGE[RESOLUTION]
 
 
-def run(cfg: Config, item: str) -> dict:
+def run_at(resolution: str, cfg: Config, item: str) -> dict:
+    """Both resolutions' stage body (train_text_objseg_highres calls it too)."""
     paths = Paths.from_config(cfg)
     if cfg.training.cpu_threads:  # also covers loading the examples, outside the engine
         torch.set_num_threads(cfg.training.cpu_threads)
-    metrics = text_objseg.train(cfg, paths, item, RESOLUTION)
-    write_json(paths.metrics(STAGE, item), metrics)
+    metrics = text_objseg.train(cfg, paths, item, resolution)
+    write_json(paths.metrics(text_objseg.STAGE[resolution], item), metrics)
     return metrics
+
+
+def run(cfg: Config, item: str) -> dict:
+    return run_at(RESOLUTION, cfg, item)
 
 
 def main() -> None:

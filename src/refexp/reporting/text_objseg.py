@@ -88,7 +88,7 @@ def _examples_figure(cfg: Config, paths: Paths, variant: str, table: pd.DataFram
     tuples = pd.read_parquet(paths.tuples(cfg.text_objseg.dataset))
     rows = tuples.set_index(["region_id", "expression"]).loc[list(zip(picked["region_id"], picked["expression"]))]
     rows = rows.reset_index()
-    df, vocab = text_objseg._read(paths, cfg.text_objseg.dataset)
+    _, vocab = text_objseg.read_prepared(paths, cfg.text_objseg.dataset)
     model = text_objseg.load_trained(cfg, paths, variant, "highres", vocab)
     examples = text_objseg.build_examples(rows, vocab, paths.root, cfg.text_objseg.input_size,
                                           cfg.text_objseg.variant_model(variant).max_tokens, None)

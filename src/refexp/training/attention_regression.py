@@ -211,7 +211,7 @@ def localisation_metrics(image_attention: np.ndarray, df: pd.DataFrame, grid: in
 # ---------------------------------------------------------------- stage wiring
 
 
-def _read_prepared(paths, dataset: str) -> tuple[pd.DataFrame, Vocab]:
+def read_prepared(paths, dataset: str) -> tuple[pd.DataFrame, Vocab]:
     tuples_path, vocab_path = paths.tuples(dataset), paths.vocab(dataset)
     for p in (tuples_path, vocab_path):
         if not p.exists():
@@ -219,7 +219,7 @@ def _read_prepared(paths, dataset: str) -> tuple[pd.DataFrame, Vocab]:
     return pd.read_parquet(tuples_path), Vocab.load(vocab_path)
 
 
-def _split(df: pd.DataFrame, split: str, path: Path) -> pd.DataFrame:
+def split_rows(df: pd.DataFrame, split: str, path: Path) -> pd.DataFrame:
     part = df.loc[df["split"] == split].reset_index(drop=True)
     if part.empty:
         raise DataError(path, f"no '{split}' tuples")
@@ -231,9 +231,9 @@ def model_and_data(section: AttentionRegressionConfig, variant: str, paths, seed
     """The variant's model (fresh init) and the split's examples; the init box comes from train."""
     from refexp.training.seed import seed_everything
 
-    df, vocab = _read_prepared(paths, section.dataset)
-    train = _split(df, "train", paths.tuples(section.dataset))
-    part = train if split == "train" else _split(df, split, paths.tuples(section.dataset))
+    df, vocab = read_prepared(paths, section.dataset)
+    train = split_rows(df, "train", paths.tuples(section.dataset))
+    part = train if split == "train" else split_rows(df, split, paths.tuples(section.dataset))
     mcfg = section.variant_model(variant)
     # Seeded here too, because the weights are initialised before the engine seeds its loop.
     seed_everything(seed)

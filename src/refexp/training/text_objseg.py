@@ -35,6 +35,7 @@ from refexp.metrics.masks import per_query_iou, segmentation_metrics
 from refexp.models.text_objseg import SmallFcnMap, TextObjSeg, VggFc8Map, decay_groups, weighted_logistic_loss
 from refexp.paths import Paths
 from refexp.text.vocab import Vocab
+from refexp.training.attention_regression import read_prepared, split_rows
 from refexp.training.engine import fit, run_key
 from refexp.training.seed import seed_everything
 
@@ -184,21 +185,6 @@ def make_loss_fn(weights: tuple[float, float], weight_decay: float):
     return loss_fn
 
 
-def _read(paths: Paths, dataset: str) -> tuple[pd.DataFrame, Vocab]:
-    tuples, vocab = paths.tuples(dataset), paths.vocab(dataset)
-    for p in (tuples, vocab):
-        if not p.exists():
-            raise DataError(p, f"missing; run prepare_referit for dataset '{dataset}' first")
-    return pd.read_parquet(tuples), Vocab.load(vocab)
-
-
-def _split(df: pd.DataFrame, split: str, path: Path) -> pd.DataFrame:
-    part = df[df["split"] == split].reset_index(drop=True)
-    if part.empty:
-        raise DataError(path, f"no '{split}' tuples")
-    return part
-
-
 def seg_run_key(cfg: Config, variant: str, resolution: str, files: list[Path]) -> str:
     s = cfg.text_objseg
     import refexp.data.letterbox
@@ -215,7 +201,7 @@ def seg_run_key(cfg: Config, variant: str, resolution: str, files: list[Path]) -
 
 def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bool = True) -> dict:
     s = cfg.text_objseg
-    df, vocab = _read(paths, s.dataset)
+    df, vocab = read_prepared(paths, s.dataset)
     splits = ("train", "val") if s.train_split == "trainval" else ("train",)
     part = df[df["split"].isin(splits)].reset_index(drop=True)
     if part.empty:
@@ -286,8 +272,8 @@ def evaluate(cfg: Config, paths: Paths, variant: str, resolution: str, split: st
              ) -> tuple[dict, pd.DataFrame]:
     """Test metrics (test/prec_at_*, test/overall_iou, test/mean_iou) and per-query IoUs for the report."""
     s = cfg.text_objseg
-    df, vocab = _read(paths, s.dataset)
-    rows, no_mask = with_masks(_split(df, split, paths.tuples(s.dataset)), paths.tuples(s.dataset))
+    df, vocab = read_prepared(paths, s.dataset)
+    rows, no_mask = with_masks(split_rows(df, split, paths.tuples(s.dataset)), paths.tuples(s.dataset))
     model = load_trained(cfg, paths, variant, resolution, vocab)
     examples = build_examples(rows, vocab, paths.root, s.input_size, s.variant_model(variant).max_tokens, None)
     started = time.perf_counter()  # ms/query from pixels: the body runs on every test image here
