@@ -296,6 +296,14 @@ class TextObjSegModelConfig(Section):
     max_tokens: int = Field(20, ge=1)  # T
 
 
+class SegmentationBaseline(Section):
+    """One baseline row of the segmentation paper's Table 1 (a `text_objseg.baselines` entry)."""
+
+    # whole_image: every pixel is the region. (Per-word, SCRC/GroundeR bbox and GrabCut, and
+    # classification over segmentation proposals are the issue's other rows, not built yet.)
+    kind: Literal["whole_image"] = "whole_image"
+
+
 class TextObjSegConfig(Section):
     """Text-conditioned segmentation (stages train_text_objseg_{lowres,highres}, evaluate_text_objseg):
     each variant is trained at low resolution, then at high resolution from the low-resolution model."""
@@ -322,6 +330,9 @@ class TextObjSegConfig(Section):
     figure_examples: int = Field(4, ge=0)  # successes and failures each, in the report's figure
     # variant name -> overrides of `model` (e.g. the paper's 2 spatial channels).
     variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"text_objseg": {}})
+    # Table 1's baselines, evaluated on the same test queries (stage evaluate_text_objseg_baseline).
+    baselines: dict[str, SegmentationBaseline] = Field(
+        default_factory=lambda: {"whole_image": SegmentationBaseline(kind="whole_image")})
 
     @model_validator(mode="after")
     def _variants_valid(self) -> "TextObjSegConfig":

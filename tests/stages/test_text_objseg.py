@@ -65,14 +65,22 @@ def test_low_then_high_resolution_then_evaluation(mask_world):
     # Predicting the whole image would give IoU 144/1024 per square: the trained model beats it.
     assert summary["highres/test/mean_iou"] > 144 / 1024
 
+    # The whole-image baseline, by hand: each 12 x 12 square in a 32 x 32 image has IoU 144 / 1024.
+    from stages import evaluate_text_objseg_baseline
+    whole = evaluate_text_objseg_baseline.run(cfg, "whole_image")
+    assert whole["test/overall_iou"] == pytest.approx(144 / 1024) and whole["test/mean_iou"] == pytest.approx(144 / 1024)
+    assert whole["test/prec_at_0.5"] == 0.0 and whole["test/queries"] == 16
+
     from stages import report_text_objseg
-    assert report_text_objseg.run(cfg)["variants_reported"] == 2
+    assert report_text_objseg.run(cfg)["variants_reported"] == 3
     report = (mask_world / "reports/text_objseg.md").read_text()
     assert report.startswith("# Segmentation from natural language expressions")
     assert "## What this ran on" in report and "**synthetic data (the embedded world)**" in report
     assert "| Ours (high resolution) (paper) | 34.02 |" in report
     assert "**Ours (high resolution) (ours, `text_objseg_highres`)**" in report
-    assert "| whole image (ours) | not reproduced yet | – |" in report
+    assert "**whole image (ours, `whole_image`)** | 0.00 |" in report
+    assert "| per-word average (ours) | not reproduced yet | – |" in report
+    assert "`text_objseg_highres` > `whole_image`" in report
     assert "`text_objseg_highres` > `text_objseg_lowres`" in report  # the paper's claim, with its interval
     assert (mask_world / "reports/figures/text_objseg/examples.png").stat().st_size > 1000
     assert (mask_world / "reports/figures/text_objseg/training_curves.png").stat().st_size > 1000

@@ -48,6 +48,7 @@ def row_datasets(cfg: Config, stage: str, item: str) -> list[str]:
                 "train_attention_regression": [cfg.attention_regression.dataset],
                 "pretrain_backbone": [cfg.pretrain_backbone.dataset],
                 "evaluate_text_objseg": [cfg.text_objseg.dataset],
+                "evaluate_text_objseg_baseline": [cfg.text_objseg.dataset],
                 "train_text_objseg_lowres": [cfg.text_objseg.dataset],
                 "train_text_objseg_highres": [cfg.text_objseg.dataset]}
     if stage == "experiment":

@@ -26,7 +26,7 @@ REPORT = "text_objseg"
 THRESHOLDS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 # Table 1 of the paper (ReferIt test, %): prec@0.5 .. prec@0.9, overall IoU; keyed by our row where we have it.
 PAPER_TABLE1 = [
-    ("whole image", (5.07, 2.85, 1.58, 0.81, 0.41, 15.12), None),
+    ("whole image", (5.07, 2.85, 1.58, 0.81, 0.41, 15.12), "whole_image"),
     ("per-word average", (10.97, 5.94, 2.35, 0.45, 0.00, 27.23), None),
     ("per-word intersection", (9.58, 5.35, 2.20, 0.43, 0.00, 26.69), None),
     ("per-word union", (10.46, 5.65, 2.28, 0.44, 0.00, 19.37), None),
@@ -41,8 +41,9 @@ PAPER_TABLE1 = [
 # Table 2: seconds per (image, expression) on a K40 GPU.
 PAPER_TABLE2 = {"per-word": 0.169, "SCRC grabcut": 4.319, "GroundeR grabcut": 3.753, "MCG classification": 9.375,
                 "Ours (high resolution)": 0.325}
-# The paper's order: high resolution above low resolution (Sec. 4.2).
+# The paper's order: high resolution above low resolution, and both above every baseline (Sec. 4.2).
 PAPER_ORDER = [("text_objseg_highres", "text_objseg_lowres")]
+BASELINE_STAGE = "evaluate_text_objseg_baseline"
 
 
 def _read(path: Path) -> dict:
@@ -117,6 +118,7 @@ def build_report(cfg: Config, paths: Paths) -> dict:
     s = cfg.text_objseg
     variants = list(s.variants)
     ev = {f"{v}_{r}": _read(paths.metrics("evaluate_text_objseg", f"{v}_{r}")) for v in variants for r in ("lowres", "highres")}
+    ev.update({b: _read(paths.metrics(BASELINE_STAGE, b)) for b in s.baselines})
     detail = (f"fc head {s.variant_model(variants[0]).feature_dim}-d; conv layers "
               f"{'fixed' if s.freeze_conv else 'trained'}; resized and zero-padded to {s.input_size}x{s.input_size}")
     lines = ["# Segmentation from natural language expressions", "",
@@ -128,12 +130,12 @@ def build_report(cfg: Config, paths: Paths) -> dict:
         rows.append([f"{name} (paper)", *[f"{v:.2f}" for v in paper], "–"])
         if ours and ev.get(ours):
             rows.append([f"**{name} (ours, `{ours}`)**", *_cells(ev[ours])])
-        elif not ours:
+        else:
             rows.append([f"{name} (ours)", "not reproduced yet", *["–"] * 6])
     lines += ["## Table 1: the paper beside ours (%)", "",
               f"Test split of `{s.dataset}`; a prediction is the score map mapped back to the image's own size and "
-              "thresholded at 0. The baselines of Table 1 are not reproduced yet (issue 12 lists them); their paper "
-              "numbers stand alone.", "", *markdown_table(header, rows), ""]
+              "thresholded at 0. Baselines marked \"not reproduced yet\" are not built yet (issue 12 lists them); "
+              "their paper numbers stand alone.", "", *markdown_table(header, rows), ""]
     extra = [v for v in variants if v != "text_objseg"]
     if extra:
         rows = [[f"`{v}` {r}", *_cells(ev[f"{v}_{r}"])] for v in variants for r in ("lowres", "highres")
@@ -145,11 +147,13 @@ def build_report(cfg: Config, paths: Paths) -> dict:
 
     prediction_files = {f"{v}_{r}": paths.stage_dir("evaluate_text_objseg", v) / f"{r}.parquet"
                         for v in variants for r in ("lowres", "highres")}
+    prediction_files.update({b: paths.stage_dir(BASELINE_STAGE, b) / "predictions.parquet" for b in s.baselines})
+    claims = [*PAPER_ORDER, *[(f"text_objseg_{r}", b) for r in ("highres", "lowres") for b in s.baselines]]
     hits = per_query_scores(prediction_files, lambda t: (t["iou"] >= 0.5).to_numpy(), ["iou"])
     ious = per_query_scores(prediction_files, lambda t: t["iou"].to_numpy(), ["iou"])
     lines += ["## The paper's claims on our data", "",
-              *significance_table(hits, PAPER_ORDER, cfg.run.seed, "prec@0.5", in_seed_study=False),
-              *significance_table(ious, PAPER_ORDER, cfg.run.seed, "mean IoU", in_seed_study=False)]
+              *significance_table(hits, claims, cfg.run.seed, "prec@0.5", in_seed_study=False),
+              *significance_table(ious, claims, cfg.run.seed, "mean IoU", in_seed_study=False)]
     ours_pairs = [(f"{v}_highres", "text_objseg_highres") for v in extra]
     if ours_pairs:
         lines += ["### Our variants against the code's model (not claims of the paper)", "",

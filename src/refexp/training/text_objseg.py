@@ -283,12 +283,34 @@ def evaluate(cfg: Config, paths: Paths, variant: str, resolution: str, split: st
     for row, r in enumerate(rows.itertuples()):
         preds.append(examples.letterboxes[examples.image_index[row]].restore(scores[row]) > 0)
         truths.append(decode_rle(r.mask_rle, int(r.image_height), int(r.image_width)))
-    metrics = {f"{split}/{k}": v for k, v in segmentation_metrics(preds, truths).items()}
+    metrics, table = _scored(rows, preds, truths, split, no_mask)
     _, _, unknown = encode_tokens(rows["tokens"], vocab, s.variant_model(variant).max_tokens)
-    metrics.update({f"{split}/queries": len(rows), f"{split}/skipped_without_mask": no_mask,
-                    f"{split}/no_known_word": unknown, f"{split}/ms_per_query": 1000 * seconds / len(rows)})
+    metrics.update({f"{split}/no_known_word": unknown, f"{split}/ms_per_query": 1000 * seconds / len(rows)})
+    return metrics, table
+
+
+def _scored(rows: pd.DataFrame, preds: list[np.ndarray], truths: list[np.ndarray], split: str,
+            no_mask: int) -> tuple[dict, pd.DataFrame]:
+    metrics = {f"{split}/{k}": v for k, v in segmentation_metrics(preds, truths).items()}
+    metrics.update({f"{split}/queries": len(rows), f"{split}/skipped_without_mask": no_mask})
     table = rows[["image_id", "image_path", "region_id", "expression", "kind"]].copy()
     table["iou"] = per_query_iou(preds, truths)
     table["predicted_pixels"] = [int(p.sum()) for p in preds]
     table["true_pixels"] = [int(t.sum()) for t in truths]
     return metrics, table
+
+
+def evaluate_baseline(cfg: Config, paths: Paths, name: str, split: str = "test") -> tuple[dict, pd.DataFrame]:
+    """A Table 1 baseline on the same test queries as the model (same rows, same order, same metrics)."""
+    s = cfg.text_objseg
+    if name not in s.baselines:
+        raise DataError("params.yaml", f"text_objseg.baselines: no baseline '{name}' (have {sorted(s.baselines)})")
+    kind = s.baselines[name].kind
+    df, _ = read_prepared(paths, s.dataset)
+    rows, no_mask = with_masks(split_rows(df, split, paths.tuples(s.dataset)), paths.tuples(s.dataset))
+    truths = [decode_rle(r.mask_rle, int(r.image_height), int(r.image_width)) for r in rows.itertuples()]
+    if kind == "whole_image":
+        preds = [np.ones_like(t) for t in truths]
+    else:  # unreachable: the config's Literal lists the kinds built
+        raise DataError("params.yaml", f"text_objseg.baselines.{name}: kind '{kind}' is not built")
+    return _scored(rows, preds, truths, split, no_mask)
