@@ -116,10 +116,17 @@ def test_rows_without_masks_are_counted_and_none_is_an_error(mask_world):
         train_text_objseg_lowres.run(tiny_config(), "text_objseg")
 
 
-def test_masks_round_trip_through_the_letterbox(mask_world):
+def test_stored_masks_round_trip_through_the_letterbox(mask_world):
+    from refexp.data.letterbox import Letterbox
+
     df = pd.read_parquet(mask_world / "data/prepare_referit/referit/tuples.parquet")
     mask = decode_rle(df["mask_rle"].iloc[0], 32, 32)
     assert mask.sum() == 144
+    # Into a 64 x 64 input and back: the same pixels, as evaluation maps predictions back.
+    box = Letterbox.fit(32, 32, 64, 64)
+    padded = box.mask(mask)
+    assert padded.sum() == 4 * 144
+    assert np.array_equal(box.restore(np.where(padded, 1.0, -1.0)) > 0, mask)
 
 
 def test_cached_body_maps_train_the_same_model(mask_world):

@@ -86,10 +86,9 @@ def _examples_figure(cfg: Config, paths: Paths, variant: str, table: pd.DataFram
         return False
     ordered = table.sort_values("iou", kind="stable")
     picked = pd.concat([ordered.tail(n).iloc[::-1], ordered.head(n)])
-    tuples = pd.read_parquet(paths.tuples(cfg.text_objseg.dataset))
+    tuples, vocab = text_objseg.read_prepared(paths, cfg.text_objseg.dataset)
     rows = tuples.set_index(["region_id", "expression"]).loc[list(zip(picked["region_id"], picked["expression"]))]
     rows = rows.reset_index()
-    _, vocab = text_objseg.read_prepared(paths, cfg.text_objseg.dataset)
     model = text_objseg.load_trained(cfg, paths, variant, "highres", vocab)
     examples = text_objseg.build_examples(rows, vocab, paths.root, cfg.text_objseg.input_size,
                                           cfg.text_objseg.variant_model(variant).max_tokens, None)

@@ -63,6 +63,7 @@ class SegmentationExamples(Dataset):
     lengths: torch.Tensor  # (N,)
     labels: torch.Tensor | None  # (N, S, S) or (N, S/s, S/s) uint8; None at evaluation
     letterboxes: list[Letterbox]  # per image
+    no_known_word: int = 0  # expressions whose every word is <unk>
     body_maps: torch.Tensor | None = None  # (N_img, C, h, w): the fixed conv body's output, when cached
 
     def __len__(self) -> int:
@@ -131,7 +132,7 @@ def build_examples(df: pd.DataFrame, vocab: Vocab, root: Path, size: int, max_to
         boxes.append(box)
     index = {p: i for i, p in enumerate(unique)}
     image_index = torch.tensor([index[p] for p in df["image_path"]], dtype=torch.long)
-    tokens, lengths, _ = encode_tokens(df["tokens"], vocab, max_tokens)
+    tokens, lengths, unknown = encode_tokens(df["tokens"], vocab, max_tokens)
     labels = None
     if label_stride is not None:
         out = size // label_stride
@@ -140,7 +141,7 @@ def build_examples(df: pd.DataFrame, vocab: Vocab, root: Path, size: int, max_to
             mask = decode_rle(r.mask_rle, int(r.image_height), int(r.image_width))
             full = boxes[image_index[row]].mask(mask)
             labels[row] = torch.from_numpy(any_positive_downsample(full, label_stride) if label_stride > 1 else full)
-    return SegmentationExamples(images, image_index, tokens, lengths, labels, boxes)
+    return SegmentationExamples(images, image_index, tokens, lengths, labels, boxes, unknown)
 
 
 def collate(items: list[dict]) -> dict:
@@ -173,11 +174,13 @@ def build(section: TextObjSegConfig, variant: str, vocab_size: int, resolution: 
                       upsample=resolution == "highres", freeze_conv=section.freeze_conv)
 
 
-def make_loss_fn(weights: tuple[float, float], weight_decay: float):
+def make_loss_fn(model: TextObjSeg, weights: tuple[float, float], weight_decay: float):
+    decayed = decay_groups(model, weight_decay)[0]["params"]  # chosen once, not on every step
+
     def loss_fn(model: TextObjSeg, batch: dict):
         scores = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))[:, 0]  # (B, h, w) or (B, S, S)
         cls = weighted_logistic_loss(scores, batch["labels"], *weights)
-        decay = sum((p.float() ** 2).sum() for p in decay_groups(model, weight_decay)[0]["params"])
+        decay = sum((p.float() ** 2).sum() for p in decayed)
         loss = cls + 0.5 * weight_decay * decay
         with torch.no_grad():
             correct = ((scores > 0) == batch["labels"].bool()).float()
@@ -227,7 +230,7 @@ def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bo
     training = cfg.training.merged(s.lowres_training if resolution == "lowres" else s.highres_training,
                                    f"text_objseg.{resolution}_training")
     weights_fb = s.lowres_loss_weights if resolution == "lowres" else s.highres_loss_weights
-    metrics = fit(model, examples, make_loss_fn(weights_fb, s.weight_decay), training,
+    metrics = fit(model, examples, make_loss_fn(model, weights_fb, s.weight_decay), training,
                   model_dir(paths, resolution, variant), seed=cfg.run.seed, collate_fn=collate,
                   curve_path=paths.plots(STAGE[resolution], variant), deterministic=cfg.run.deterministic,
                   progress=progress, run_key=seg_run_key(cfg, variant, resolution, files))
@@ -284,8 +287,7 @@ def evaluate(cfg: Config, paths: Paths, variant: str, resolution: str, split: st
         preds.append(examples.letterboxes[examples.image_index[row]].restore(scores[row]) > 0)
         truths.append(decode_rle(r.mask_rle, int(r.image_height), int(r.image_width)))
     metrics, table = _scored(rows, preds, truths, split, no_mask)
-    _, _, unknown = encode_tokens(rows["tokens"], vocab, s.variant_model(variant).max_tokens)
-    metrics.update({f"{split}/no_known_word": unknown, f"{split}/ms_per_query": 1000 * seconds / len(rows)})
+    metrics.update({f"{split}/no_known_word": examples.no_known_word, f"{split}/ms_per_query": 1000 * seconds / len(rows)})
     return metrics, table
 
 
