@@ -1,12 +1,13 @@
-"""seed_study: every variant of scrc and attention_regression retrained at each of seed_study.seeds
-(not in the embedded DAG: it costs the training time of the whole pipeline once per seed). Run it
-with `make seed-study`, which reproduces the pipeline's prepared data first.
+"""seed_study: every variant of the models in seed_study.models (scrc, attention_regression,
+text_objseg at low and high resolution) retrained at each of seed_study.seeds (not in the embedded DAG:
+it costs the training time of the whole pipeline once per seed). Run it with `make seed-study`, which
+reproduces the pipeline's prepared data first.
 
 Inputs: data/prepare_referit/<dataset>/{tuples.parquet, vocab.txt}, data/prepare_coco/<caption_dataset>
-        (SCRC caption pretraining), and the images they name.
+        (SCRC caption pretraining), models/backbone/ (pretrain_backbone), and the images they name.
 Outputs: reports/metrics/seed_study.json, reports/seed_study.md, reports/seed_study/scores.csv,
          reports/figures/seed_study/scores.png, models/seed_study/seed<k>/...
-Params: seed_study, run, training, scrc, attention_regression.
+Params: seed_study, run, training, pretrain_backbone, scrc, attention_regression, text_objseg.
 """
 from __future__ import annotations
 

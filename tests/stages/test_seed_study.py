@@ -1,5 +1,6 @@
-"""seed_study end to end on a tiny synthetic world (tmp dir): both models, two seeds, the claims
-summary, resume of a finished study, and a restart when the params change."""
+"""seed_study end to end on a tiny synthetic world (tmp dir): SCRC and the regression, two seeds, the
+claims summary, resume of a finished study, and a restart when the params change; and the segmentation
+model at low and high resolution beside the regression."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,9 @@ REGRESSION_VARIANTS = {
     "attention_full": {},
     "text_only": {"use_image": False, "image_attention": False, "text_attention": False},
 }
+
+
+SEGMENTATION_VARIANTS = {"text_objseg": {}, "paper_spatial": {"spatial": 2}}
 
 
 def study_params(**regression_model) -> dict:
@@ -94,6 +98,90 @@ def test_seed_study_end_to_end(world, monkeypatch):  # noqa: F811
                                                                              "models": ["attention_regression"]}}))
     assert (world / "models/seed_study/seed0/params.sha256").read_text() != digest
     assert not (world / "models/seed_study/seed0/scrc").exists()
+
+
+def segmentation_params(**lowres_training) -> dict:
+    """The regression and the segmentation model (32 px, the pretrained tiny body fixed and cached), in their
+    own models/ and reports/ folders."""
+    raw = study_params()
+    raw["text_objseg"] = {
+        "dataset": "referit", "backbone": "tiny", "pretrained": True, "freeze_conv": True,
+        "cache_frozen_features": True, "input_size": 32, "eval_batch_size": 32,
+        "model": {"embed_dim": 8, "text_hidden": 12, "classifier_hidden": 16, "feature_dim": 16},
+        # Foreground weighted up at low resolution: at 1 : 1 these few steps predict no foreground at all.
+        "lowres_loss_weights": [3.0, 1.0],
+        "lowres_training": {"optimizer": "adam", "lr": 0.01, "steps": 30, **lowres_training},
+        "highres_training": {"optimizer": "adam", "lr": 0.005, "steps": 20},
+        "variants": SEGMENTATION_VARIANTS}
+    raw["seed_study"] = {"seeds": [0, 1], "models": ["attention_regression", "text_objseg"]}
+    raw["paths"] = {"models": "models_seg", "reports": "reports_seg"}
+    return raw
+
+
+def test_seed_study_covers_segmentation(world, monkeypatch):  # noqa: F811
+    from stages import seed_study
+
+    monkeypatch.chdir(world)
+    if not (world / "models_seg/backbone").exists():
+        shutil.copytree(world / "models/backbone", world / "models_seg/backbone")  # the pretrained backbone
+    metrics = seed_study.run(parse_config(segmentation_params()))
+    scores = pd.read_csv(world / "reports_seg/seed_study/scores.csv")
+    seg = scores[scores["model"] == "text_objseg"]
+    rows = [f"{v}_{r}" for v in SEGMENTATION_VARIANTS for r in ("lowres", "highres")]
+    # One row per (variant, resolution) at each seed, in params order; the regression's rows beside them.
+    for seed in (0, 1):
+        assert seg.loc[seg["seed"] == seed, "variant"].tolist() == rows
+    assert len(scores[scores["model"] == "attention_regression"]) == 2 * len(REGRESSION_VARIANTS)
+    assert seg["score"].between(0, 1).all() and seg["overall_iou"].between(0, 1).all()
+    assert scores.loc[scores["model"] != "text_objseg", "overall_iou"].isna().all()
+    # The score is prec@0.5 of the pipeline's own evaluation of that seed's model.
+    from refexp.paths import Paths
+    from refexp.training import text_objseg
+    from refexp.training.seed_study import seed_paths
+
+    cfg = parse_config(segmentation_params())
+    seed1 = seed_config(cfg, 1)
+    evaluated, table = text_objseg.evaluate(seed1, seed_paths(Paths.from_config(seed1), 1), "paper_spatial", "highres")
+    at_seed1 = seg[(seg["seed"] == 1) & (seg["variant"] == "paper_spatial_highres")].iloc[0]
+    assert at_seed1["score"] == pytest.approx(evaluated["test/prec_at_0.5"], abs=1e-6)
+    assert at_seed1["overall_iou"] == pytest.approx(evaluated["test/overall_iou"], abs=1e-6)
+    assert at_seed1["score"] == pytest.approx((table["iou"] >= 0.5).mean(), abs=1e-6)
+    assert (world / "models_seg/seed_study/seed1/text_objseg_highres/paper_spatial/model.pt").exists()
+    # High over low resolution, for the paper's model and our variant of it, judged over seeds and per seed.
+    for variant in SEGMENTATION_VARIANTS:
+        claim = f"text_objseg/claim/{variant}_highres>{variant}_lowres"
+        assert metrics[f"{claim}/low"] <= metrics[f"{claim}/mean"] <= metrics[f"{claim}/high"]
+        assert metrics[f"{claim}/verdict"] in {"a > b", "a < b", "not resolved"}
+        assert 0 <= metrics[f"{claim}/seeds_resolved"] <= 2
+    low = seg[seg["variant"] == "text_objseg_lowres"]["overall_iou"]
+    # (scores.csv keeps 6 digits)
+    assert metrics["text_objseg/text_objseg_lowres/overall_iou/mean"] == pytest.approx(low.mean(), abs=1e-6)
+    report = (world / "reports_seg/seed_study.md").read_text()
+    assert "## Segmentation from natural language expressions" in report
+    assert "`text_objseg_highres` > `text_objseg_lowres`" in report
+    assert "`paper_spatial_highres` > `paper_spatial_lowres`" in report
+    assert "| `text_objseg_highres` | 34.02 |" in report  # the paper's prec@0.5 beside ours
+    assert "SCRC" not in report.split("## Provenance")[0]  # only the models studied are described
+
+    # A rerun resumes every training: identical scores.
+    seed_study.run(parse_config(segmentation_params()))
+    again = pd.read_csv(world / "reports_seg/seed_study/scores.csv")
+    pd.testing.assert_series_equal(again["score"], scores["score"])
+
+    # The digest: a segmentation baseline's params restart no seed, the model's own params do.
+    from refexp.training.seed_study import _params_digest
+
+    changed = segmentation_params()
+    changed["text_objseg"]["figure_examples"] = 1
+    assert _params_digest(parse_config(changed), 0) == _params_digest(cfg, 0)
+    digest = (world / "models_seg/seed_study/seed0/params.sha256").read_text().strip()
+    assert _params_digest(cfg, 0, Paths.from_config(cfg)) == digest
+    assert _params_digest(parse_config(segmentation_params(steps=5)), 0, Paths.from_config(cfg)) != digest
+    # Without the segmentation model in the study its params do not count (a study of the other models
+    # keeps its seeds when they change).
+    without = {**segmentation_params(steps=5), "seed_study": {"seeds": [0, 1], "models": ["attention_regression"]}}
+    assert _params_digest(parse_config(without), 0) == _params_digest(
+        parse_config({**segmentation_params(), "seed_study": without["seed_study"]}), 0)
 
 
 def test_seed_study_params_are_validated():

@@ -20,23 +20,34 @@ from refexp.reporting.provenance import ModelInput, provenance, run_summary  # n
 from refexp.reporting.scrc_report import PAPER_ROWS, paper_order_claims, scarce_data_claims  # noqa: E402
 from refexp.reporting.tables import markdown_table  # noqa: E402
 from refexp.reporting.significance import VERDICT_TEXT  # noqa: E402
+from refexp.reporting.text_objseg import PAPER_ORDER as SEGMENTATION_ORDER, PAPER_TABLE1  # noqa: E402
 
 TITLES = {"scrc": "SCRC (paper 000), P@1 over the image's annotated boxes",
-          "attention_regression": "Attention box regression (paper 003), accuracy (IoU >= 0.5)"}
+          "attention_regression": "Attention box regression (paper 003), accuracy (IoU >= 0.5)",
+          "text_objseg": "Segmentation from natural language expressions, prec@0.5 (mask IoU >= 0.5)"}
+# Table 1's columns: prec@0.5 .. prec@0.9, then overall IoU.
+_TABLE1_PREC_05, _TABLE1_OVERALL_IOU = 0, 5
 
 
-def paper_scores(model: str) -> dict[str, float]:
-    """The paper's number (%) for each of our variants that is a row of its table."""
+def paper_scores(model: str, column: int = _TABLE1_PREC_05) -> dict[str, float]:
+    """The paper's number (%) for each of our variants that is a row of its table (`column`: of the
+    segmentation paper's Table 1)."""
     if model == "scrc":
         return {v: p_at_1 for v, _, p_at_1, *_ in PAPER_ROWS if v}
+    if model == "text_objseg":
+        return {ours: values[column] for _, values, ours in PAPER_TABLE1 if ours}
     return {**{v: acc for v, (_, acc) in PAPER_TABLE3.items()},
             **{v: PAPER_TABLE4[row] for v, row in TABLE4_VARIANTS.items() if v not in PAPER_TABLE3}}
 
 
 def claims(cfg: Config, model: str) -> list[tuple[str, str]]:
-    """(better, worse) pairs the paper asserts, as in the model's own report."""
+    """(better, worse) pairs the paper asserts, as in the model's own report. For the segmentation model,
+    high resolution above low resolution, for the paper's model and each of our variants of it."""
     if model == "scrc":
         return paper_order_claims() + scarce_data_claims(cfg.scrc)
+    if model == "text_objseg":
+        ours = [(f"{v}_highres", f"{v}_lowres") for v in cfg.text_objseg.variants]
+        return list(dict.fromkeys([*SEGMENTATION_ORDER, *ours]))
     return [*PAPER_ORDER, ("attention_full", "text_only")]
 
 
@@ -67,6 +78,11 @@ def summarise(scores: pd.DataFrame, cfg: Config, hits: pd.DataFrame | None = Non
             col = wide[variant]
             metrics.update({f"{model}/{variant}/mean": float(col.mean()), f"{model}/{variant}/sd": float(col.std(ddof=1)),
                             f"{model}/{variant}/min": float(col.min()), f"{model}/{variant}/max": float(col.max())})
+        if "overall_iou" in part.columns and part["overall_iou"].notna().any():
+            iou = part.pivot(index="seed", columns="variant", values="overall_iou")
+            for variant in iou.columns:
+                metrics.update({f"{model}/{variant}/overall_iou/mean": float(iou[variant].mean()),
+                                f"{model}/{variant}/overall_iou/sd": float(iou[variant].std(ddof=1))})
         rows = []
         for a, b in claims(cfg, model):
             if a not in wide.columns or b not in wide.columns:
@@ -103,6 +119,12 @@ def _score_table(part: pd.DataFrame, model: str) -> pd.DataFrame:
         out[f"seed {seed} %"] = [f"{100 * x:.2f}" for x in wide[seed]]
     out["mean %"] = [f"{100 * x:.2f}" for x in wide.mean(axis=1)]
     out["sd (points)"] = [f"{100 * x:.2f}" for x in wide.std(axis=1, ddof=1)]
+    if "overall_iou" in part.columns and part["overall_iou"].notna().any():  # the segmentation rows
+        iou = part.pivot(index="variant", columns="seed", values="overall_iou").reindex(wide.index)
+        paper_iou = paper_scores(model, _TABLE1_OVERALL_IOU)
+        out["paper overall IoU %"] = [f"{paper_iou[v]:.2f}" if v in paper_iou else "—" for v in wide.index]
+        out["overall IoU mean %"] = [f"{100 * x:.2f}" for x in iou.mean(axis=1)]
+        out["overall IoU sd (points)"] = [f"{100 * x:.2f}" for x in iou.std(axis=1, ddof=1)]
     return out
 
 
@@ -141,19 +163,31 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
                  figure_path: Path, command: str, pretrain_seconds: float, wall_seconds: float) -> None:
     s = cfg.seed_study
     _figure(scores, figure_path)
-    sc, ar = cfg.scrc, cfg.attention_regression
+    sc, ar, seg = cfg.scrc, cfg.attention_regression, cfg.text_objseg
+    datasets, inputs = [], []
+    if "scrc" in s.models:
+        datasets += [sc.dataset, sc.caption_dataset]
+        inputs.append(ModelInput("SCRC CNNs", sc.backbone, sc.pretrained, f"{sc.image_size} px, crops {sc.crop_size} px"))
+    if "attention_regression" in s.models:
+        datasets.append(ar.dataset)
+        inputs.append(ModelInput("attention regression", ar.backbone, ar.pretrained, f"{ar.image_size} px",
+                                 "frozen" if ar.freeze_backbone else "trained"))
+    if "text_objseg" in s.models:
+        datasets.append(seg.dataset)
+        inputs.append(ModelInput("segmentation model", seg.backbone, seg.pretrained, f"{seg.input_size} px",
+                                 f"conv layers {'fixed' if seg.freeze_conv else 'trained'}"))
+    reports = ", ".join(f"{m}.md" for m in s.models)
     lines = ["# Training-seed study", "",
-             *run_summary(cfg, [sc.dataset, sc.caption_dataset, ar.dataset], [
-                 ModelInput("SCRC CNNs", sc.backbone, sc.pretrained, f"{sc.image_size} px, crops {sc.crop_size} px"),
-                 ModelInput("attention regression", ar.backbone, ar.pretrained, f"{ar.image_size} px",
-                            "frozen" if ar.freeze_backbone else "trained")]),
+             *run_summary(cfg, datasets, inputs),
              f"Reproduce: `{command}` (not part of the embedded `dvc repro`: it retrains every variant "
              f"{len(s.seeds)} times).", "",
              f"Every variant of {', '.join(f'`{m}`' for m in s.models)} retrained and re-evaluated at seeds "
              f"{', '.join(str(x) for x in s.seeds)} with the pipeline's params; only `run.seed` changes. The seed "
              "sets the initial weights, the batch order and dropout, and draws the scarce-data training subset "
-             "and the R@K query subset. The test set is the same at every seed.", "",
-             "The model reports (scrc.md, attention_regression.md) judge each claim against test-set noise for "
+             "and the R@K query subset. The test set is the same at every seed."
+             + (" Segmentation rows are `<variant>_lowres` and `<variant>_highres`; each seed's high-resolution "
+                "model starts from that seed's low-resolution one." if "text_objseg" in s.models else ""), "",
+             f"The model reports ({reports}) judge each claim against test-set noise for "
              "one seed (paired bootstrap over test images). Here a claim is judged against training-seed noise: "
              "the mean gap over seeds, with the paired t 95% interval over seeds (scipy.stats.ttest_rel); and at "
              "each seed, whether the gap is beyond that seed's test noise (paired bootstrap resampling the test "
@@ -180,5 +214,5 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
               + ". Training times are the engine's over each whole run (a rerun resumes finished runs from their "
               f"checkpoints); data loading and feature caching come on top. This invocation: {wall_seconds / 60:.1f} min "
               f"wall with {min(s.workers, len(s.seeds))} worker process(es).", ""]
-    lines += provenance(cfg, ("seed_study", "datasets", "pretrain_backbone", "scrc", "attention_regression", "training"))
+    lines += provenance(cfg, ("seed_study", "datasets", "pretrain_backbone", *s.models, "training"))
     write_text(report_path, "\n".join(lines))

@@ -4,7 +4,9 @@ The reports' paired-bootstrap intervals (refexp.metrics.bootstrap) say how far t
 could move a gap between two variants, for the one pipeline seed. Whether a paper's order survives a
 different initialisation, data order or scarce-data subset is a question about training seeds: this
 module trains each variant of `seed_study.models` at each of `seed_study.seeds` with the pipeline's own
-training code and params (only run.seed changes) and returns one row per (model, variant, seed).
+training code and params (only run.seed changes) and returns one row per (model, variant, seed). For the
+segmentation model each (variant, resolution) is a row, `<variant>_lowres` and `<variant>_highres`, the
+high-resolution model trained from the same seed's low-resolution one, as in the pipeline.
 
 Models and curves go under models/seed_study/seed<k>/, apart from the pipeline's runs. A params digest
 is stored there: a rerun with the same params resumes killed trainings (refexp.training.engine), one
@@ -33,11 +35,21 @@ from refexp.processes import die_with_parent
 log = logging.getLogger(__name__)
 
 NAME = "seed_study"
-# Params sections that decide what a seed's run computes (a change restarts that seed).
-STUDY_SECTIONS = ("training", "scrc", "attention_regression", "run", "pretrain_backbone")
+# Params sections that decide what a seed's run computes (a change restarts that seed). A model's own
+# section counts only while the model is in `seed_study.models`.
+STUDY_SECTIONS = ("training", "scrc", "attention_regression", "text_objseg", "run", "pretrain_backbone")
 # The evaluation metric the study keeps as each variant's `score`, per model.
-SCORES = {"scrc": "test/p_at_1", "attention_regression": "test/accuracy"}
-MODEL_DATASETS = {"scrc": ("dataset", "caption_dataset"), "attention_regression": ("dataset",)}
+SCORES = {"scrc": "test/p_at_1", "attention_regression": "test/accuracy", "text_objseg": "test/prec_at_0.5"}
+MODEL_DATASETS = {"scrc": ("dataset", "caption_dataset"), "attention_regression": ("dataset",),
+                  "text_objseg": ("dataset",)}
+# Keys of a model's section that the study's runs never read (the report's figures, the segmentation
+# baselines, which are deterministic or trained apart): a change of them restarts no seed. Names not (yet)
+# in the section are ignored.
+DIGEST_EXCLUDE = {"text_objseg": {"figure_examples", "baselines", "per_word", "grounder", "proposal_classifier",
+                                  "mask_proposals", "n_box_proposals", "scrc_variant", "grabcut_iterations",
+                                  "stuff_words"}}
+# A segmentation query is hit when its mask IoU reaches this (the paper's prec@0.5, the study's score).
+SEGMENTATION_HIT_IOU = 0.5
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -53,9 +65,11 @@ def seed_paths(paths: Paths, seed: int) -> Paths:
 def _params_digest(cfg: Config, seed: int, paths: Paths | None = None) -> str:
     """The params sections a seed's runs depend on, and the pretrained backbone's bytes (retraining it
     outside the study must start the seed over, like a params change)."""
-    sections = {name: getattr(seed_config(cfg, seed), name).model_dump() for name in STUDY_SECTIONS}
+    models = cfg.seed_study.models
+    sections = {name: getattr(seed_config(cfg, seed), name).model_dump(exclude=DIGEST_EXCLUDE.get(name))
+                for name in STUDY_SECTIONS if name not in SCORES or name in models}
     if paths is not None:
-        for model in ("scrc", "attention_regression"):
+        for model in (m for m in SCORES if m in models):
             section = getattr(cfg, model)
             weights = paths.backbone_weights(section.backbone, section.pretrained)
             if weights is not None and weights.exists():
@@ -103,6 +117,13 @@ def _score_row(model: str, variant: str, seed: int, trained: dict, metrics: dict
     return row
 
 
+def _kind_scores(table: pd.DataFrame, hits) -> dict[str, float]:
+    """The score per expression kind (the columns the regression's evaluation gives as test/accuracy/<kind>)."""
+    hit = pd.Series(np.asarray(hits, dtype=float), index=table.index)
+    kinds = table["kind"].astype("string")
+    return {str(k): float(v) for k, v in hit.groupby(kinds, dropna=True).mean().items()}
+
+
 def _scrc_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame], float]:
     """The SCRC rows and per-query hits of one seed, and the caption pretraining's training seconds."""
     from refexp.training import scrc
@@ -140,6 +161,27 @@ def _regression_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict],
     return rows, hits
 
 
+def _segmentation_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame]]:
+    """One row per (variant, resolution): score prec@0.5, with the overall IoU and prec@0.5 per kind."""
+    from refexp.training import text_objseg
+
+    rows, hits = [], []
+    for name in cfg.text_objseg.variants:
+        for resolution in text_objseg.RESOLUTIONS:  # low first: high resolution starts from it
+            trained = text_objseg.train(cfg, spaths, name, resolution, progress=False)
+            started = time.perf_counter()
+            metrics, table = text_objseg.evaluate(cfg, spaths, name, resolution)
+            row_name, hit = f"{name}_{resolution}", table["iou"] >= SEGMENTATION_HIT_IOU
+            row = _score_row("text_objseg", row_name, seed, trained, metrics, time.perf_counter() - started)
+            row["overall_iou"] = float(metrics["test/overall_iou"])
+            row.update({k: v for k, v in _kind_scores(table, hit).items() if k not in row})
+            rows.append(row)
+            hits.append(_query_hits("text_objseg", row_name, seed, table, hit))
+            log.info("seed %d text_objseg %s: prec@0.5 %.4f, overall IoU %.4f", seed, row_name, rows[-1]["score"],
+                     rows[-1]["overall_iou"])
+    return rows, hits
+
+
 def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame], float]:
     """Every variant at one seed: (rows, per-query hits, SCRC caption pretraining seconds). Runs in a
     worker process."""
@@ -159,12 +201,16 @@ def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd
     if "attention_regression" in cfg.seed_study.models:
         more_rows, more_hits = _regression_rows(scfg, spaths, seed)
         rows, hits = rows + more_rows, hits + more_hits
+    if "text_objseg" in cfg.seed_study.models:
+        more_rows, more_hits = _segmentation_rows(scfg, spaths, seed)
+        rows, hits = rows + more_rows, hits + more_hits
     return rows, hits, pretrain_seconds
 
 
 def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, float]:
-    """One row per (model, variant, seed): `score` (SCRC P@1 / regression accuracy), its per-kind and
-    per-target-size breakdown columns where the evaluation gives them, training and evaluation seconds;
+    """One row per (model, variant, seed): `score` (SCRC P@1 / regression accuracy / segmentation
+    prec@0.5), its per-kind and per-target-size breakdown columns where the evaluation gives them, the
+    segmentation rows' `overall_iou` (empty for the other models), training and evaluation seconds;
     one row per (model, variant, seed, test query) with its image and whether it was hit (the per-seed
     checks resample images); and the SCRC caption pretraining's training seconds over all seeds.
 
