@@ -23,7 +23,10 @@ E2E_OVERRIDES: dict = {
     "build_region_benchmark": {"meteor_jvms": 1, "dask": {"local_workers": 1, "join_blocks": 2}},
     "text_objseg": {"input_size": 64, "model": {"embed_dim": 8, "text_hidden": 12, "classifier_hidden": 16,
                                                 "feature_dim": 16},
-                    "lowres_training": {"steps": 4}, "highres_training": {"steps": 4}, "eval_batch_size": 8},
+                    "lowres_training": {"steps": 4}, "highres_training": {"steps": 4}, "eval_batch_size": 8,
+                    "per_word": {"training": {"steps": 4}}, "grounder": {"training": {"steps": 4}},
+                    "proposal_classifier": {"training": {"steps": 4}}, "mask_proposals": {"count": 10},
+                    "n_box_proposals": 10, "grabcut_iterations": 1},
 }
 TOP_LEVEL_IGNORED = {".venv", ".git", "data", "models", ".pytest_cache", ".prefect", "reports"}
 ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")

@@ -297,11 +297,64 @@ class TextObjSegModelConfig(Section):
 
 
 class SegmentationBaseline(Section):
-    """One baseline row of the segmentation paper's Table 1 (a `text_objseg.baselines` entry)."""
+    """One baseline row of the segmentation paper's Table 1 (a `text_objseg.baselines` entry).
 
-    # whole_image: every pixel is the region. (Per-word, SCRC/GroundeR bbox and GrabCut, and
-    # classification over segmentation proposals are the issue's other rows, not built yet.)
-    kind: Literal["whole_image"] = "whole_image"
+    - whole_image: every pixel is the region;
+    - per_word: the per-word FCN's maps of the expression's known words, combined (`combine`);
+    - scrc: the trained SCRC variant's (`text_objseg.scrc_variant`) top box proposal;
+    - grounder: the supervised GroundeR re-implementation's top box proposal;
+    - proposal_classification: the top segmentation proposal of the proposal classifier.
+    Box methods output the rectangle (`output: bbox`) or GrabCut's foreground in it (`output: grabcut`).
+    """
+
+    kind: Literal["whole_image", "per_word", "scrc", "grounder", "proposal_classification"] = "whole_image"
+    combine: Literal["average", "intersection", "union"] | None = None  # per_word only
+    output: Literal["bbox", "grabcut"] | None = None  # scrc and grounder only
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> "SegmentationBaseline":
+        if (self.kind == "per_word") != (self.combine is not None):
+            raise ValueError("`combine` (average | intersection | union) is for kind per_word, and it needs one")
+        if (self.kind in ("scrc", "grounder")) != (self.output is not None):
+            raise ValueError("`output` (bbox | grabcut) is for kinds scrc and grounder, and they need one")
+        return self
+
+
+# The released per-word baseline removed "some stop words like 'the' and 'towards'" by hand; this list
+# is ours (function words of the ReferIt expressions), a param.
+PER_WORD_STOP_WORDS = ["the", "a", "an", "of", "to", "in", "on", "at", "and", "is", "with", "that", "this",
+                       "towards", "near", "by", "from", "it", "its", "one", "which", "there", "thing"]
+
+
+class PerWordConfig(Section):
+    """The per-word FCN (Sec. 4.1): the N most frequent training words minus stop words, each a
+    per-pixel logistic output of one FCN (the image net's map, then a 1x1 conv to N)."""
+
+    n_words: int = Field(500, ge=1)
+    stop_words: list[str] = Field(default_factory=lambda: list(PER_WORD_STOP_WORDS))
+    # Weight of a positive (pixel, word) label in the logistic loss; 1 = the paper's plain loss.
+    positive_weight: float = Field(1.0, gt=0.0)
+    training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training`
+
+
+class ProposalScorerConfig(Section):
+    """A phrase-conditioned proposal scorer (models.text_objseg.ProposalScorer): supervised GroundeR over
+    box proposals (softmax over the image's proposals, towards the one that best overlaps the truth) or
+    the classifier over segmentation proposals (a logistic loss per proposal)."""
+
+    embed_dim: int = Field(300, ge=1)
+    text_hidden: int = Field(1000, ge=1)
+    hidden: int = Field(512, ge=1)
+    roi_size: int = Field(2, ge=1)  # roi_align output cells per side on the fixed conv body's map
+    # proposal_classification: a proposal is foreground when its mask IoU with the truth is at least this.
+    positive_iou: float = Field(0.5, gt=0.0, le=1.0)
+    training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training`
+
+
+class MaskProposalConfig(Section):
+    """Segmentation proposals (stage propose_masks; refexp.data.mask_proposals), the substitute for MCG."""
+
+    count: int = Field(100, ge=1)
 
 
 class TextObjSegConfig(Section):
@@ -333,6 +386,19 @@ class TextObjSegConfig(Section):
     # Table 1's baselines, evaluated on the same test queries (stage evaluate_text_objseg_baseline).
     baselines: dict[str, SegmentationBaseline] = Field(
         default_factory=lambda: {"whole_image": SegmentationBaseline(kind="whole_image")})
+    # The baselines' trained parts (stage train_text_objseg_baseline), on the same train split.
+    per_word: PerWordConfig = PerWordConfig()
+    grounder: ProposalScorerConfig = ProposalScorerConfig()
+    proposal_classifier: ProposalScorerConfig = ProposalScorerConfig()
+    mask_proposals: MaskProposalConfig = MaskProposalConfig()
+    n_box_proposals: int = Field(100, ge=1)  # GroundeR's and SCRC's candidates (EdgeBox in the paper)
+    scrc_variant: str = "scrc_full"  # the `scrc.variants` entry behind the SCRC rows
+    grabcut_iterations: int = Field(5, ge=1)
+    # Object vs stuff (Sec. 4.2, Figs. 5-6): a region is stuff when one of its expressions names one of these.
+    stuff_words: list[str] = Field(default_factory=lambda: [
+        "sky", "water", "grass", "ground", "wall", "floor", "sand", "road", "snow", "sea", "river", "field",
+        "clouds", "cloud", "trees", "tree", "mountain", "mountains", "hill", "hills", "street", "dirt", "ocean",
+        "lake", "beach", "rocks", "bushes", "plants", "building", "buildings", "ceiling"])
 
     @model_validator(mode="after")
     def _variants_valid(self) -> "TextObjSegConfig":
@@ -371,7 +437,7 @@ class SeedStudyConfig(Section):
     against training-seed noise, not only test-set noise. The seed also draws scarce-data subsets."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
-    models: list[Literal["scrc", "attention_regression"]] = Field(
+    models: list[Literal["scrc", "attention_regression", "text_objseg"]] = Field(
         default_factory=lambda: ["scrc", "attention_regression"], min_length=1)
     # Seeds trained in parallel processes (the scores do not depend on it).
     workers: int = Field(1, ge=1)
@@ -594,6 +660,14 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _scrc_baseline_variant_exists(self) -> "Config":
+        seg = self.text_objseg
+        if any(b.kind == "scrc" for b in seg.baselines.values()) and seg.scrc_variant not in self.scrc.variants:
+            raise ValueError(f"text_objseg.scrc_variant '{seg.scrc_variant}' is not a scrc.variants entry "
+                             f"(have {sorted(self.scrc.variants)})")
+        return self
+
+    @model_validator(mode="after")
     def _overrides_valid(self) -> "Config":
         """Every `training:` override and variant merge is validated at load, not when its stage
         finally runs: a typo in a variant fails `load_config`, before DVC touches any output."""
@@ -623,6 +697,8 @@ class Config(Section):
             "attention_regression": [("attention_regression.training", self.attention_regression.training)],
             "text_objseg.lowres": [("text_objseg.lowres_training", self.text_objseg.lowres_training)],
             "text_objseg.highres": [("text_objseg.highres_training", self.text_objseg.highres_training)],
+            **{f"text_objseg.{part}": [(f"text_objseg.{part}.training", getattr(self.text_objseg, part).training)]
+               for part in ("per_word", "grounder", "proposal_classifier")},
             "referit_image_free.regression": [
                 ("attention_regression.training", self.attention_regression.training),
                 ("referit_image_free.regression_training", self.referit_image_free.regression_training)],

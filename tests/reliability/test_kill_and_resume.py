@@ -20,7 +20,7 @@ from tests.repo_copy import copy_repo, env_for, read_params, run, write_params
 pytestmark = pytest.mark.slow
 
 LONG = {"steps": 400, "checkpoint_every": 4, "log_every": 4}
-# stage -> (where its training overrides sit in params, its checkpoint folder, its metrics file)
+# stage -> (the params path of its training overrides, its checkpoint folder, its metrics file)
 STAGES = {
     "pretrain_backbone": (("pretrain_backbone", "training"), "models/backbone/tiny",
                           "reports/metrics/pretrain_backbone/tiny.json"),
@@ -36,6 +36,9 @@ STAGES = {
     "train_text_objseg_highres@text_objseg": (
         ("text_objseg", "highres_training"), "models/text_objseg_highres/text_objseg",
         "reports/metrics/train_text_objseg_highres/text_objseg.json"),
+    "train_text_objseg_baseline@grounder": (
+        ("text_objseg", "grounder", "training"), "models/text_objseg_baseline/grounder",
+        "reports/metrics/train_text_objseg_baseline/grounder.json"),
 }
 TIMING = re.compile(r"seconds|per_s")
 RESUMED = re.compile(r"resuming from \S+checkpoint\.pt at step (\d+)")
@@ -72,8 +75,11 @@ def pipeline(tmp_path_factory) -> Path:
     result = _dvc(work, "repro", *STAGES)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     params = read_params(work)
-    for section, key in (where for where, _, _ in STAGES.values()):
-        params[section].setdefault(key, {}).update(LONG)
+    for where, _, _ in STAGES.values():
+        node = params
+        for key in where[:-1]:
+            node = node.setdefault(key, {})
+        node.setdefault(where[-1], {}).update(LONG)
     write_params(work, params)
     return work
 

@@ -60,6 +60,14 @@ class Letterbox:
         return cv2.resize(np.ascontiguousarray(valid, dtype=np.float32), (self.width, self.height),
                           interpolation=cv2.INTER_LINEAR)
 
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """(K, 4) inclusive pixel boxes x1, y1, x2, y2 on the original image -> the same on the input."""
+        sx, sy = self.resized_w / self.width, self.resized_h / self.height
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        x1, y1 = b[:, 0] * sx + self.pad_x, b[:, 1] * sy + self.pad_y
+        x2, y2 = (b[:, 2] + 1) * sx + self.pad_x - 1, (b[:, 3] + 1) * sy + self.pad_y - 1
+        return np.stack([x1, y1, np.maximum(x1, x2), np.maximum(y1, y2)], 1).astype(np.float32)
+
     def _check(self, array: np.ndarray) -> None:
         if array.shape[:2] != (self.height, self.width):
             raise ValueError(f"array is {array.shape[1]}x{array.shape[0]} (WxH), the letterbox was fitted to "

@@ -207,3 +207,108 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             decayed = (name.endswith("weight") or "weight_" in name) and p.dim() > 1 and "embed" not in name
             (weights if decayed else others).append(p)
     return [{"params": weights, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+
+# ---------------------------------------------------------------- Table 1's trained baselines (Sec. 4.1)
+
+
+class PerWordFcn(nn.Module):
+    """The per-word segmentation baseline: one FCN, each of the N words an independent per-pixel
+    logistic output (a pixel may carry several words): images (B, 3, H, W) -> logits (B, N, h, w)."""
+
+    def __init__(self, image_net: nn.Module, n_words: int, freeze_conv: bool = True):
+        super().__init__()
+        self.image_net, self.freeze_conv = image_net, freeze_conv
+        for p in image_net.conv_body().parameters():
+            p.requires_grad_(not freeze_conv)
+        self.words = nn.Conv2d(image_net.dim, n_words, 1)
+
+    @property
+    def stride(self) -> int:
+        return self.image_net.stride
+
+    def train(self, mode: bool = True) -> "PerWordFcn":
+        super().train(mode)
+        if self.freeze_conv:
+            self.image_net.conv_body().eval()
+        return self
+
+    def forward(self, images: torch.Tensor | None, body_maps: torch.Tensor | None = None) -> torch.Tensor:
+        fmap = self.image_net.head(body_maps) if body_maps is not None else self.image_net(images)  # (B, Dim, h, w)
+        return self.words(F.relu(fmap))  # (B, N, h, w)
+
+
+def per_word_labels(masks: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """masks (B, h, w) {0, 1}, words (B, N) {0, 1} -> (B, N, h, w): a foreground pixel carries the words
+    of its expression, a background pixel none (Sec. 4.1)."""
+    return masks[:, None].float() * words[:, :, None, None].float()
+
+
+def combine_word_scores(scores: torch.Tensor, present: torch.Tensor, how: str) -> torch.Tensor:
+    """scores (B, N, H, W) logits, present (B, N) bool -> (B, H, W) scores, foreground where > 0, from
+    the words of the expression among the N:
+    - average: their mean probability, minus 1/2;
+    - intersection: their minimum logit (every word's map positive);
+    - union: their maximum logit (any word's map positive).
+    No present word: -1 everywhere, all background (the paper's 2.83% of test expressions)."""
+    on = present[:, :, None, None]  # (B, N, 1, 1)
+    count = present.sum(1)[:, None, None]  # (B, 1, 1)
+    if how == "average":
+        combined = (torch.sigmoid(scores) * on).sum(1) / count.clamp(min=1) - 0.5
+    elif how == "intersection":
+        combined = scores.masked_fill(~on, float("inf")).amin(1)
+    elif how == "union":
+        combined = scores.masked_fill(~on, float("-inf")).amax(1)
+    else:
+        raise ValueError(f"combine must be average, intersection or union, not {how!r}")
+    return torch.where(count > 0, combined, torch.full_like(combined, -1.0))  # (B, H, W)
+
+
+def box_spatial(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 4) inclusive input-pixel boxes -> (..., 5): x1, y1, x2, y2 in [-1, 1] and the area fraction
+    (GroundeR's spatial feature)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    area = (x2 - x1 + 1).clamp(min=0) * (y2 - y1 + 1).clamp(min=0) / (size * size)
+    return torch.stack([x1 / size * 2 - 1, y1 / size * 2 - 1, (x2 + 1) / size * 2 - 1, (y2 + 1) / size * 2 - 1, area], -1)
+
+
+class ProposalScorer(nn.Module):
+    """A phrase-conditioned score per proposal: the LSTM-encoded phrase and each proposal's visual +
+    spatial feature, concatenated, through FC-ReLU-FC (supervised GroundeR's attention, Rohrbach et al.
+    2016; the segmentation-proposal classifier of Sec. 4.1 is the same network with a logistic loss).
+
+    proposals (B, K, Dv) features, valid (B, K) bool, tokens (B, L), lengths (B,) -> logits (B, K),
+    -inf where a proposal slot is padding."""
+
+    def __init__(self, visual_dim: int, vocab_size: int, embed_dim: int, text_hidden: int, hidden: int):
+        super().__init__()
+        self.text = ExpressionEncoder(vocab_size, embed_dim, text_hidden)
+        self.visual_norm = nn.LayerNorm(visual_dim)  # the pooled maps' scale varies with the backbone
+        self.score = nn.Sequential(nn.Linear(visual_dim + text_hidden, hidden), nn.ReLU(inplace=True),
+                                   nn.Linear(hidden, 1))
+
+    def forward(self, proposals: torch.Tensor, valid: torch.Tensor, tokens: torch.Tensor,
+                lengths: torch.Tensor) -> torch.Tensor:
+        b, k, _ = proposals.shape
+        text = self.text(tokens, lengths)[:, None].expand(-1, k, -1)  # (B, K, Dtext)
+        logits = self.score(torch.cat([self.visual_norm(proposals), text], -1))[..., 0]  # (B, K)
+        return logits.masked_fill(~valid, float("-inf"))
+
+
+def pooled_proposal_features(body_map: torch.Tensor, boxes: torch.Tensor, stride: int, roi_size: int,
+                             masks: torch.Tensor | None = None) -> torch.Tensor:
+    """One image's proposals on its fixed conv body's map: body_map (C, h, w), boxes (K, 4) inclusive
+    input pixels, masks (K, h, w) cell coverage in [0, 1] or None -> (K, C * roi_size^2): roi_align over
+    each box (of the map multiplied by the proposal's mask coverage, for segmentation proposals: the
+    masked crop taken on the shared map rather than by re-running the CNN on each crop)."""
+    from torchvision.ops import roi_align
+
+    boxes = boxes.to(body_map.device, torch.float32)
+    rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], 1)  # (K, 5): batch index, x1, y1, x2, y2
+    rois[:, 3:] += 1  # inclusive pixel boxes -> continuous coordinates
+    if masks is None:
+        pooled = roi_align(body_map[None], rois, roi_size, spatial_scale=1 / stride, aligned=True)
+    else:
+        rois[:, 0] = torch.arange(len(boxes), device=rois.device)
+        pooled = roi_align(body_map[None] * masks[:, None], rois, roi_size, spatial_scale=1 / stride, aligned=True)
+    return pooled.flatten(1)  # (K, C * roi_size^2)

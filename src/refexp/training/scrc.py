@@ -314,17 +314,9 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
             if len(cands) == 0 or len(q) == 0:
                 scored[name] = (np.zeros((len(group), 0)), None)
                 continue
-            cont = cands.astype(np.float32).copy()
-            cont[:, 2:] += 1
             n = len(cands)
-            spatial = torch.from_numpy(spatial_features(cont, np.full(n, width), np.full(n, height)))
-            store = torch.from_numpy(to_store_boxes(cont, np.full(n, width), np.full(n, height), s.image_size)) if images is not None else torch.zeros(n, 4)
-            pooled = {}
-            if features is not None:
-                path = str(group["image_path"].iloc[0])
-                pooled = {"box_pooled": torch.from_numpy(features.lookup(path, cands)),
-                          "context_pooled": torch.from_numpy(features.whole_image(path, int(width), int(height)))[None]}
-            ll, lengths = model.score(image, store, spatial, inputs[q], targets[q], **pooled)
+            ll, lengths = candidate_log_likelihoods(model, s.image_size, image, features, str(group["image_path"].iloc[0]),
+                                                    width, height, cands, inputs[q], targets[q])
             full_ll = np.zeros((len(group), n), dtype=np.float32)
             full_ll[q] = ll.numpy()
             scored[name] = (full_ll, lengths.numpy())
@@ -347,6 +339,54 @@ def evaluate(cfg: Config, paths: Paths, variant_name: str, dataset: str | None =
                     "test/proposal_queries": int(with_proposals.sum()),
                     "test/proposal_source": proposal_source, "eval/ms_per_query": 1000 * elapsed / max(1, len(pred))})
     return metrics, pred
+
+
+def candidate_log_likelihoods(model: Scrc, image_size: int, image: torch.Tensor | None, features: FeatureCache | None,
+                              image_path: str, width: float, height: float, cands: np.ndarray,
+                              inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(expression | candidate) for every (query, candidate) pair of one image: (Q, n) and the
+    queries' lengths (Q,). cands: (n, 4) inclusive boxes on the original image."""
+    cont = cands.astype(np.float32).copy()
+    cont[:, 2:] += 1
+    n = len(cands)
+    spatial = torch.from_numpy(spatial_features(cont, np.full(n, width), np.full(n, height)))
+    store = torch.from_numpy(to_store_boxes(cont, np.full(n, width), np.full(n, height), image_size)) if image is not None else torch.zeros(n, 4)
+    pooled = {}
+    if features is not None:
+        pooled = {"box_pooled": torch.from_numpy(features.lookup(image_path, cands)),
+                  "context_pooled": torch.from_numpy(features.whole_image(image_path, int(width), int(height)))[None]}
+    return model.score(image, store, spatial, inputs, targets, **pooled)
+
+
+def top_boxes(cfg: Config, paths: Paths, variant_name: str, rows: pd.DataFrame,
+              proposals: dict[str, np.ndarray]) -> list[np.ndarray | None]:
+    """Per row of `rows` (any table with the tuples' columns, e.g. another model's test queries), the
+    proposal of its image where the trained variant gives the expression the highest summed
+    log-likelihood (the paper's Eq. 7); None where the image has no proposal."""
+    s = cfg.scrc
+    variant = s.variant(variant_name)
+    model, vocab = load_variant(cfg, paths, variant_name, s.dataset)
+    if cfg.training.cpu_threads:
+        torch.set_num_threads(cfg.training.cpu_threads)
+    needs_images = variant.use_box or variant.use_context
+    features = feature_cache(cfg, paths, s.dataset) if needs_images else None
+    images = _image_store(cfg, paths, [rows]) if needs_images and features is None else None
+    rows = rows.reset_index(drop=True)
+    out: list[np.ndarray | None] = [None] * len(rows)
+    for image_id, group in rows.groupby("image_id", sort=True):
+        props = proposals.get(str(image_id), np.zeros((0, 4)))
+        if len(props) == 0:
+            continue
+        image_path = str(group["image_path"].iloc[0])
+        image = images.images[images.lookup(image_path)][None] if images is not None else None
+        inputs, targets = pad_sequences(encode_tokens(group["tokens"], vocab, s.max_tokens), vocab.bos_id,
+                                        vocab.eos_id, vocab.pad_id)
+        ll, _ = candidate_log_likelihoods(model, s.image_size, image, features, image_path,
+                                          float(group["image_width"].iloc[0]), float(group["image_height"].iloc[0]),
+                                          props, inputs, targets)
+        for row, best in zip(group.index, ll.argmax(1).tolist()):
+            out[row] = props[best]
+    return out
 
 
 def top1_hits(pred: pd.DataFrame) -> np.ndarray:

@@ -70,11 +70,16 @@ class SegmentationExamples(Dataset):
         return len(self.image_index)
 
     @torch.no_grad()
-    def cache_body_maps(self, model: TextObjSeg, batch_size: int = 32) -> None:
-        body = model.image_net.conv_body()
+    def cache_body_maps(self, image_net, batch_size: int = 32) -> None:
+        """image_net: a VggFc8Map or SmallFcnMap (its fixed conv body runs once per image)."""
+        from refexp.training.engine import pick_device
+
+        device = pick_device()  # the maps stay on the CPU: batches move them, like images
+        body = image_net.conv_body()
         was_training = body.training
+        image_net.to(device)
         body.eval()
-        self.body_maps = torch.cat([model.image_net.body(self.images[i:i + batch_size].float() / 255.0)
+        self.body_maps = torch.cat([image_net.body(self.images[i:i + batch_size].to(device).float() / 255.0).cpu()
                                     for i in range(0, len(self.images), batch_size)])
         body.train(was_training)
         log.info("cached the fixed conv body's maps: %s (%.1f MB)", tuple(self.body_maps.shape),
@@ -160,18 +165,23 @@ def collate(items: list[dict]) -> dict:
 # ---------------------------------------------------------------- model
 
 
-def build(section: TextObjSegConfig, variant: str, vocab_size: int, resolution: str, paths: Paths) -> TextObjSeg:
-    m = section.variant_model(variant)
+def build_image_net(section: TextObjSegConfig, feature_dim: int, paths: Paths):
+    """VGG-16 to fc8, or the small backbone's map and its 1x1 "fc" head (Dim = feature_dim)."""
     if section.backbone == "vgg16":
         image_net = VggFc8Map(section.pretrained)
     else:
-        image_net = SmallFcnMap(section.backbone, section.pretrained, m.feature_dim,
+        image_net = SmallFcnMap(section.backbone, section.pretrained, feature_dim,
                                 paths.backbone_weights(section.backbone, section.pretrained))
     if section.input_size % image_net.stride:
         raise DataError("params.yaml", f"text_objseg.input_size {section.input_size} is not a multiple of the "
                         f"{section.backbone} stride {image_net.stride}")
-    return TextObjSeg(image_net, vocab_size, m.embed_dim, m.text_hidden, m.classifier_hidden, m.spatial,
-                      upsample=resolution == "highres", freeze_conv=section.freeze_conv)
+    return image_net
+
+
+def build(section: TextObjSegConfig, variant: str, vocab_size: int, resolution: str, paths: Paths) -> TextObjSeg:
+    m = section.variant_model(variant)
+    return TextObjSeg(build_image_net(section, m.feature_dim, paths), vocab_size, m.embed_dim, m.text_hidden,
+                      m.classifier_hidden, m.spatial, upsample=resolution == "highres", freeze_conv=section.freeze_conv)
 
 
 def make_loss_fn(model: TextObjSeg, weights: tuple[float, float], weight_decay: float):
@@ -202,14 +212,21 @@ def seg_run_key(cfg: Config, variant: str, resolution: str, files: list[Path]) -
                            sys.modules[__name__]], params)
 
 
-def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bool = True) -> dict:
+def training_rows(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, Vocab, int]:
+    """The train split's (or trainval's) rows with a mask, the vocabulary, and how many rows had no mask."""
     s = cfg.text_objseg
     df, vocab = read_prepared(paths, s.dataset)
     splits = ("train", "val") if s.train_split == "trainval" else ("train",)
     part = df[df["split"].isin(splits)].reset_index(drop=True)
     if part.empty:
         raise DataError(paths.tuples(s.dataset), f"no {s.train_split} tuples")
-    train_rows, no_mask = with_masks(part, paths.tuples(s.dataset))
+    rows, no_mask = with_masks(part, paths.tuples(s.dataset))
+    return rows, vocab, no_mask
+
+
+def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bool = True) -> dict:
+    s = cfg.text_objseg
+    train_rows, vocab, no_mask = training_rows(cfg, paths)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     model = build(s, variant, len(vocab), resolution, paths)
     files = [paths.tuples(s.dataset), paths.vocab(s.dataset)]
@@ -226,7 +243,7 @@ def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bo
     examples = build_examples(train_rows, vocab, paths.root, s.input_size, s.variant_model(variant).max_tokens,
                               1 if resolution == "highres" else model.stride)
     if s.cache_frozen_features:
-        examples.cache_body_maps(model)
+        examples.cache_body_maps(model.image_net)
     training = cfg.training.merged(s.lowres_training if resolution == "lowres" else s.highres_training,
                                    f"text_objseg.{resolution}_training")
     weights_fb = s.lowres_loss_weights if resolution == "lowres" else s.highres_loss_weights
@@ -251,7 +268,9 @@ def load_trained(cfg: Config, paths: Paths, variant: str, resolution: str, vocab
         raise DataError(weights, f"missing; run {STAGE[resolution]} {variant} first")
     model = build(cfg.text_objseg, variant, len(vocab), resolution, paths)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
+    from refexp.training.engine import pick_device
+
+    return model.eval().to(pick_device())  # evaluation batched on CUDA when present
 
 
 @torch.no_grad()
@@ -300,19 +319,3 @@ def _scored(rows: pd.DataFrame, preds: list[np.ndarray], truths: list[np.ndarray
     table["predicted_pixels"] = [int(p.sum()) for p in preds]
     table["true_pixels"] = [int(t.sum()) for t in truths]
     return metrics, table
-
-
-def evaluate_baseline(cfg: Config, paths: Paths, name: str, split: str = "test") -> tuple[dict, pd.DataFrame]:
-    """A Table 1 baseline on the same test queries as the model (same rows, same order, same metrics)."""
-    s = cfg.text_objseg
-    if name not in s.baselines:
-        raise DataError("params.yaml", f"text_objseg.baselines: no baseline '{name}' (have {sorted(s.baselines)})")
-    kind = s.baselines[name].kind
-    df, _ = read_prepared(paths, s.dataset)
-    rows, no_mask = with_masks(split_rows(df, split, paths.tuples(s.dataset)), paths.tuples(s.dataset))
-    truths = [decode_rle(r.mask_rle, int(r.image_height), int(r.image_width)) for r in rows.itertuples()]
-    if kind == "whole_image":
-        preds = [np.ones_like(t) for t in truths]
-    else:  # unreachable: the config's Literal lists the kinds built
-        raise DataError("params.yaml", f"text_objseg.baselines.{name}: kind '{kind}' is not built")
-    return _scored(rows, preds, truths, split, no_mask)

@@ -46,3 +46,55 @@ def test_any_positive_downsample():
     assert any_positive_downsample(labels, 4).tolist() == [[True, False], [False, True]]
     with pytest.raises(ValueError, match="multiple of the stride"):
         any_positive_downsample(np.zeros((6, 8), bool), 4)
+
+
+# ---------------------------------------------------------------- Letterbox.boxes
+
+
+def _wide() -> Letterbox:
+    box = Letterbox.fit(200, 100, 128, 128)  # scale 0.64: 128 x 64, padded 32 rows above and below
+    assert (box.resized_w, box.resized_h, box.pad_x, box.pad_y) == (128, 64, 0, 32)
+    return box
+
+
+def test_the_whole_image_box_maps_to_the_resized_region():
+    box = _wide()
+    out = box.boxes(np.array([[0, 0, 199, 99]]))
+    assert out.shape == (1, 4) and out.dtype == np.float32
+    expected = [box.pad_x, box.pad_y, box.pad_x + box.resized_w - 1, box.pad_y + box.resized_h - 1]
+    np.testing.assert_allclose(out[0], expected, atol=1e-5)
+    assert expected == [0, 32, 127, 95]
+    # a tall image: the padding is on the left and right
+    tall = Letterbox.fit(50, 100, 64, 64)  # scale 0.64: 32 x 64, padded 16 columns each side
+    assert (tall.resized_w, tall.resized_h, tall.pad_x, tall.pad_y) == (32, 64, 16, 0)
+    np.testing.assert_allclose(tall.boxes([[0, 0, 49, 99]])[0], [16, 0, 47, 63], atol=1e-5)
+
+
+def test_an_interior_box_by_hand():
+    box = _wide()
+    # x: 50 * .64 = 32, (149 + 1) * .64 - 1 = 95; y: 25 * .64 + 32 = 48, (74 + 1) * .64 + 32 - 1 = 79
+    # a one-pixel box: 10 * .64 = 6.4, 11 * .64 - 1 = 6.04 < x1, so x2 = x1 (never inverted)
+    out = box.boxes(np.array([[50, 25, 149, 74], [10, 10, 10, 10]]))
+    np.testing.assert_allclose(out, [[32, 48, 95, 79], [6.4, 38.4, 6.4, 38.4]], atol=1e-4)
+    assert (out[:, 2] >= out[:, 0]).all() and (out[:, 3] >= out[:, 1]).all()
+    # a flat list of 4 is one box; an empty array is no box
+    np.testing.assert_allclose(box.boxes([50, 25, 149, 74]), out[:1], atol=1e-5)
+    assert box.boxes(np.zeros((0, 4))).shape == (0, 4)
+
+
+@pytest.mark.parametrize("w, h, size", [(200, 100, 128), (37, 91, 64), (300, 211, 96), (64, 64, 64)])
+def test_boxes_agree_with_the_letterboxed_mask_within_a_pixel(w, h, size):
+    box = Letterbox.fit(w, h, size, size)
+    rng = np.random.default_rng(w * h)
+    for _ in range(20):
+        x1, x2 = np.sort(rng.integers(0, w, 2))
+        y1, y2 = np.sort(rng.integers(0, h, 2))
+        mask = np.zeros((h, w), bool)
+        mask[y1:y2 + 1, x1:x2 + 1] = True
+        mapped = box.boxes([[x1, y1, x2, y2]])[0]
+        boxed = box.mask(mask)
+        if not boxed.any():  # a rectangle thinner than a resized pixel may vanish under nearest neighbour
+            assert min(mapped[2] - mapped[0], mapped[3] - mapped[1]) < 1
+            continue
+        ys, xs = np.nonzero(boxed)
+        np.testing.assert_allclose(mapped, [xs.min(), ys.min(), xs.max(), ys.max()], atol=1.0)
