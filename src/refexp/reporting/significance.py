@@ -60,9 +60,10 @@ def claim_intervals(correct: QueryScores, pairs: list[tuple[str, str]], seed: in
 
 
 def significance_table(correct: QueryScores, pairs: list[tuple[str, str]], seed: int, metric: str,
-                       in_seed_study: bool = True) -> list[str]:
+                       in_seed_study: bool = True, seed_note: str | None = None) -> list[str]:
     """Markdown lines: for each claim `a` > `b` with both variants present, the difference of `metric`
-    in points, its paired 95% interval (test images resampled with their queries), and the verdict."""
+    in points, its paired 95% interval (test images resampled with their queries), and the verdict.
+    seed_note: what to say of training-seed noise instead of the in_seed_study sentence."""
     intervals = claim_intervals(correct, pairs, seed)
     if not intervals:
         return []
@@ -71,7 +72,7 @@ def significance_table(correct: QueryScores, pairs: list[tuple[str, str]], seed:
             f"{VERDICT_TEXT[d.verdict]} |" for (a, b), d in intervals.items()]
     return [f"Is each gap more than test-set noise? {metric}, paired bootstrap over the {n_images} test images, "
             "each resampled with all its queries (2,000 resamples, percentile 95% interval, seeded); "
-            + ("training-seed noise comes on top (seed_study.md, from `make seed-study`, judges the same claims "
-               "over training seeds)." if in_seed_study else
-               "training-seed noise comes on top, and the seed study does not cover this model yet."), "",
+            + (seed_note or ("training-seed noise comes on top (seed_study.md, from `make seed-study`, judges the "
+                             "same claims over training seeds)." if in_seed_study else
+                             "training-seed noise comes on top, and the seed study does not cover this model yet.")), "",
             "| claim | difference (points) | 95% interval | on our data |", "|---|---|---|---|", *rows, ""]
