@@ -1,9 +1,9 @@
-"""report_text_objseg: reports/text_objseg.md, the segmentation paper's Tables 1-2 beside ours, claims with
+"""report_text_objseg: reports/segmentation.md, the segmentation paper's Tables 1-2 beside ours, claims with
 intervals, examples and training curves.
 
 Inputs: reports/metrics/{train_text_objseg_*,evaluate_text_objseg}/, data/evaluate_text_objseg/<variant>/*.parquet,
         the trained high-resolution model (for the example figure).
-Outputs: reports/text_objseg.md, reports/figures/text_objseg/.
+Outputs: reports/segmentation.md, reports/figures/segmentation/.
 Params: run.seed, datasets, training, pretrain_backbone, text_objseg.
 """
 from __future__ import annotations

@@ -75,7 +75,7 @@ def test_low_then_high_resolution_then_evaluation(mask_world):
 
     from stages import report_text_objseg
     assert report_text_objseg.run(cfg)["variants_reported"] == 3
-    report = (mask_world / "reports/text_objseg.md").read_text()
+    report = (mask_world / "reports/segmentation.md").read_text()
     assert report.startswith("# Segmentation from natural language expressions")
     assert "## What this ran on" in report and "**synthetic data (the embedded world)**" in report
     assert "| Ours (high resolution) (paper) | 34.02 |" in report
@@ -84,8 +84,8 @@ def test_low_then_high_resolution_then_evaluation(mask_world):
     assert "| per-word average (ours) | not run | – |" in report  # its params entry is absent here
     assert "`text_objseg_highres` > `whole_image`" in report
     assert "`text_objseg_highres` > `text_objseg_lowres`" in report  # the paper's claim, with its interval
-    assert (mask_world / "reports/figures/text_objseg/examples.png").stat().st_size > 1000
-    assert (mask_world / "reports/figures/text_objseg/training_curves.png").stat().st_size > 1000
+    assert (mask_world / "reports/figures/segmentation/examples.png").stat().st_size > 1000
+    assert (mask_world / "reports/figures/segmentation/training_curves.png").stat().st_size > 1000
 
 
 def test_high_resolution_needs_the_low_resolution_model(mask_world):

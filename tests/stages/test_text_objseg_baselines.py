@@ -86,7 +86,7 @@ def test_every_table1_row_end_to_end(mask_world):  # noqa: F811
     # The report puts every row beside the paper's, with the GrabCut-over-bbox claims.
     from stages import report_text_objseg
     report_text_objseg.run(cfg)
-    report = (mask_world / "reports/text_objseg.md").read_text()
+    report = (mask_world / "reports/segmentation.md").read_text()
     for row in ("whole image", "per-word average", "per-word intersection", "per-word union", "SCRC bbox",
                 "SCRC grabcut", "GroundeR bbox", "GroundeR grabcut", "MCG classification"):
         assert f"| {row} (paper) |" in report and f"**{row} (ours, `" in report, row

@@ -50,10 +50,12 @@ def row_datasets(cfg: Config, stage: str, item: str) -> list[str]:
                 "evaluate_text_objseg": [cfg.text_objseg.dataset],
                 "evaluate_text_objseg_baseline": [cfg.text_objseg.dataset],
                 "train_text_objseg_lowres": [cfg.text_objseg.dataset],
-                "train_text_objseg_highres": [cfg.text_objseg.dataset]}
+                "train_text_objseg_highres": [cfg.text_objseg.dataset],
+                "train_text_objseg_baseline": [cfg.text_objseg.dataset],
+                "propose_masks": [cfg.text_objseg.dataset]}
     if stage == "experiment":
         return {"referit_image_free": [cfg.referit_image_free.dataset],
-                "seed_study": [cfg.scrc.dataset, cfg.attention_regression.dataset]}.get(item, [])
+                "seed_study": list(dict.fromkeys(getattr(cfg, m).dataset for m in cfg.seed_study.models))}.get(item, [])
     return by_stage.get(stage, [item] if item in cfg.datasets else [])
 
 

@@ -21,6 +21,7 @@ from refexp.reporting.scrc_report import PAPER_ROWS, paper_order_claims, scarce_
 from refexp.reporting.tables import markdown_table  # noqa: E402
 from refexp.reporting.significance import VERDICT_TEXT  # noqa: E402
 from refexp.reporting.text_objseg import PAPER_ORDER as SEGMENTATION_ORDER, PAPER_TABLE1  # noqa: E402
+from refexp.reporting.text_objseg import REPORT as SEGMENTATION_REPORT  # noqa: E402
 
 TITLES = {"scrc": "SCRC (paper 000), P@1 over the image's annotated boxes",
           "attention_regression": "Attention box regression (paper 003), accuracy (IoU >= 0.5)",
@@ -176,7 +177,7 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
         datasets.append(seg.dataset)
         inputs.append(ModelInput("segmentation model", seg.backbone, seg.pretrained, f"{seg.input_size} px",
                                  f"conv layers {'fixed' if seg.freeze_conv else 'trained'}"))
-    reports = ", ".join(f"{m}.md" for m in s.models)
+    reports = ", ".join(f"{SEGMENTATION_REPORT if m == 'text_objseg' else m}.md" for m in s.models)
     lines = ["# Training-seed study", "",
              *run_summary(cfg, datasets, inputs),
              f"Reproduce: `{command}` (not part of the embedded `dvc repro`: it retrains every variant "

@@ -1,4 +1,4 @@
-"""reports/text_objseg.md: the segmentation paper's Tables 1 and 2 beside ours, results per expression kind,
+"""reports/segmentation.md: the segmentation paper's Tables 1 and 2 beside ours, results per expression kind,
 the paper's ordering claims with intervals that resample test images, example figures and training curves."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from refexp.reporting.tables import markdown_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-REPORT = "text_objseg"
+REPORT = "segmentation"  # the issue's name: reports/segmentation.md, figures/segmentation/
 THRESHOLDS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 # Table 1 of the paper (ReferIt test, %): prec@0.5 .. prec@0.9, overall IoU; keyed by our row where we have it.
 PAPER_TABLE1 = [
