@@ -11,7 +11,7 @@ export ATEN_CPU_CAPABILITY ?= avx2
 export MKL_CBWR ?= AVX2
 export ONEDNN_MAX_CPU_ISA ?= AVX2
 
-.PHONY: setup run test test-fast ui lock check-java clean referit-image-free seed-study retrain
+.PHONY: setup run test test-fast ui lock check-java clean referit-image-free seed-study retrain push pull
 
 setup: check-java $(STAMP)
 
@@ -59,6 +59,16 @@ test-fast: setup
 
 ui: setup
 	$(PY) -m flows.serve
+
+# data/ and models/ (every DVC-cached output in dvc.lock) to and from the DVC remote `storage` of .dvc/config
+# (default: ../refexp-remote; README "Moving data and models between machines"). Metrics and reports travel in git.
+# --allow-missing: stages never run have nothing to pull (a warning each); what dvc.lock records but the remote
+# lacks is a warning too, and `dvc repro` computes it again.
+push: setup
+	$(VENV)/bin/dvc push
+
+pull: setup
+	$(VENV)/bin/dvc pull --allow-missing
 
 lock:
 	@echo "# Exact versions, installed by 'make setup' (pip, Python 3.11, x86_64). Regenerate: make lock" > requirements.lock

@@ -2,13 +2,18 @@
 
     python -m flows.pipeline                      # every stage, like `dvc repro`
     python -m flows.pipeline --targets prepare_referit@referit --force
-    python -m flows.pipeline --list               # the stage order and retry policies, no run
+    python -m flows.pipeline --list               # the stage order, retry policies and tags, no run
 
 The stages and their order come from DVC (flows.dag.stage_order); each task runs
 `dvc repro --single-item <stage>`, which does nothing when the stage is up to date,
 so dvc.lock stays the record. Retries and delays per stage come from params.yaml
 `flows` (e.g. downloads retry with growing delays; training retries once and resumes
 from its checkpoint). Stages run one at a time: DVC holds a repository lock per repro.
+
+Training stages (`flows.gpu_stages`) carry the Prefect tag `flows.gpu_tag`; `make ui` gives
+that tag a concurrency limit of `flows.gpu_concurrency` (flows.serve.ensure_gpu_limit), so
+flow runs of several clones or worktrees orchestrated by one Prefect server share the GPU
+one training stage at a time. Other stages carry no tag and are not limited.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from flows.dag import REPO_ROOT, clear_for_retrain, flows_config, run_dvc_stage, stage_order
+from refexp.config import FlowsConfig
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -39,6 +45,18 @@ def dvc_stage(repo: str, stage: str, force: bool = False) -> dict:
     return {"stage": stage, "attempts": attempt, "seconds": round(time.monotonic() - start, 3)}
 
 
+def stage_task_options(cfg: FlowsConfig, stage: str) -> dict:
+    """The task options of one stage: its name, its retries and delays, and the GPU tag for a training stage."""
+    retry = cfg.retry_for(stage)
+    return {
+        "name": stage,
+        "task_run_name": stage,
+        "retries": retry.retries,
+        "retry_delay_seconds": retry.delays() or 0,
+        "tags": cfg.tags_for(stage),
+    }
+
+
 @flow(name="refexp-pipeline", log_prints=False)
 def pipeline(targets: list[str] | None = None, force: bool = False, repo: str = str(REPO_ROOT)) -> list[dict]:
     """Run the DVC stages (all, or `targets` and their dependencies) in topological order."""
@@ -48,13 +66,7 @@ def pipeline(targets: list[str] | None = None, force: bool = False, repo: str = 
     logger.info("%d stage(s) in order: %s", len(stages), ", ".join(stages))
     results = []
     for stage in stages:
-        retry = cfg.retry_for(stage)
-        run = dvc_stage.with_options(
-            name=stage,
-            task_run_name=stage,
-            retries=retry.retries,
-            retry_delay_seconds=retry.delays() or 0,
-        )
+        run = dvc_stage.with_options(**stage_task_options(cfg, stage))
         # Sequential on purpose: a failed stage (after its retries) fails the flow before its dependents.
         results.append(run(repo, stage, force))
     return results
@@ -65,7 +77,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", nargs="+", metavar="STAGE", help="stages (or stage@item) to run, with their dependencies")
     parser.add_argument("--force", action="store_true", help="re-run the selected stages even if up to date")
     parser.add_argument("--repo", default=str(REPO_ROOT), help="repository with dvc.yaml and params.yaml")
-    parser.add_argument("--list", action="store_true", help="print the stage order and retry policies, run nothing")
+    parser.add_argument("--list", action="store_true", help="print the stage order, retry policies and tags, run nothing")
     return parser.parse_args(argv)
 
 
@@ -77,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         for stage in stage_order(repo, args.targets):
             retry = cfg.retry_for(stage)
             delays = ", ".join(f"{d:g}s" for d in retry.delays()) or "-"
-            print(f"{stage}\tretries={retry.retries}\tdelays={delays}")
+            tags = ",".join(cfg.tags_for(stage)) or "-"
+            print(f"{stage}\tretries={retry.retries}\tdelays={delays}\ttags={tags}")
         return 0
     state = pipeline(targets=args.targets, force=args.force, repo=repo, return_state=True)
     if not state.is_completed():

@@ -6,7 +6,10 @@
 
 The deployment (`flows.deployment` in params.yaml) runs flows.pipeline on the cron
 schedule `flows.cron` (`flows.timezone`); scheduled runs appear in the UI and any run
-can be started there with its own targets/force. Prefect keeps its database under
+can be started there with its own targets/force. Before serving, the Prefect tag
+concurrency limit `flows.gpu_tag` is set to `flows.gpu_concurrency` (created, or updated
+when it exists), so the training stages' tasks, which carry that tag, run at most that
+many at a time on this server (UI: Concurrency). Prefect keeps its database under
 .prefect/ in the repo (PREFECT_HOME, see flows/__init__.py). Ctrl-C stops both the
 deployment and the server.
 """
@@ -25,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from flows.dag import REPO_ROOT, flows_config
+from refexp.config import FlowsConfig
 
 log = logging.getLogger("flows.serve")
 
@@ -90,6 +94,19 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def ensure_gpu_limit(cfg: FlowsConfig) -> int:
+    """Set the tag concurrency limit `cfg.gpu_tag` to `cfg.gpu_concurrency` on the Prefect API (an upsert:
+    a later `make ui` with other params updates it); returns the limit the server now holds."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=cfg.gpu_tag, concurrency_limit=cfg.gpu_concurrency)
+        held = client.read_concurrency_limit_by_tag(cfg.gpu_tag).concurrency_limit
+    log.info("task concurrency limit: tag '%s' -> %d run(s) at a time (stages %s)",
+             cfg.gpu_tag, held, ", ".join(cfg.gpu_stages))
+    return held
+
+
 def serve(repo: Path) -> None:
     """Serve the pipeline flow as a deployment with the cron schedule from params (blocks)."""
     from prefect.schedules import Cron
@@ -139,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             server = start_server(port)
             wait_healthy(api_url, server)
             print(f"Prefect UI: http://{HOST}:{port}  (deployment '{cfg.deployment}', cron '{cfg.cron}' {cfg.timezone})", flush=True)
+        ensure_gpu_limit(cfg)
         serve(repo)
     except KeyboardInterrupt:
         log.info("interrupted; shutting down")

@@ -25,7 +25,7 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    stage_main(run, takes_item=False)
+    stage_main(run, takes_item=False, trains=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def run(cfg: Config, item: str) -> dict:
 
 
 def main() -> None:
-    stage_main(run)
+    stage_main(run, trains=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
     if Path(directory) == REPO_ROOT:
         ignored |= TOP_LEVEL_IGNORED & set(names)
     if Path(directory) == REPO_ROOT / ".dvc":
-        ignored |= {"cache", "tmp"} & set(names)
+        # config.local: this machine's DVC settings (e.g. its own remote url) stay out of the copy.
+        ignored |= {"cache", "tmp", "config.local"} & set(names)
     return ignored
 
 

@@ -1,6 +1,8 @@
 """Atomic artifact writes: write to a temporary sibling, then rename.
 
-A killed stage never leaves a half-written output that looks finished.
+A killed stage never leaves a half-written output that looks finished. Under torchrun (training.devices
+> 1) only rank 0 writes: the other ranks run the same stage code, and their writes go to a private
+temporary path that is removed, never renamed over the output (refexp.distributed).
 """
 from __future__ import annotations
 
@@ -13,12 +15,18 @@ from typing import Iterator
 
 import pandas as pd
 
+from refexp.distributed import rank, writes_outputs
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` on success."""
+    """Yield a temporary path beside `path`; rename it over `path` on success (on rank 0 only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not writes_outputs():
+        with _discarded(path.with_name(f".{path.name}.rank{rank()}.tmp")) as tmp:
+            yield tmp
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     if tmp.is_dir():
         shutil.rmtree(tmp)
@@ -32,6 +40,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def _discarded(tmp: Path) -> Iterator[Path]:
+    """A rank other than 0: the writer fills a private path, removed afterwards."""
+    _remove(tmp)  # left by a killed run
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
 
 
 def save_torch(obj: object, path: str | Path) -> None:
@@ -74,6 +92,9 @@ def keep_last_good(*paths: str | Path) -> Iterator[None]:
     version is moved aside while the stage runs, restored if it fails, dropped once it succeeds.
     After a kill the aside copy survives and the next run restores it first, so a half-written
     output never replaces the last good one."""
+    if not writes_outputs():  # rank 0 moves and restores them
+        yield
+        return
     moved: list[Path] = []
     for path in map(Path, paths):
         previous = _previous(path)

@@ -165,13 +165,28 @@ class TrainingConfig(Section):
     # CPU intra-op threads (0 = torch's default). Small models on a shared 2-core CPU run several
     # times faster on 1 thread than on 2 (benchmarks/training.py measures both).
     cpu_threads: int = Field(0, ge=0)
+    # Processes one training stage runs on (a GPU each, or CPU processes): above 1 the stage launches
+    # itself through torchrun (stages/_cli.py), and each process takes batch_size / devices samples of
+    # every global batch. A launch setting, left out of model_dump: checkpoint fingerprints, run
+    # digests and report provenance are a 1-device run's, and a checkpoint resumes on any count.
+    devices: int = Field(1, ge=1, exclude=True)
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> "TrainingConfig":
+        if self.batch_size % self.devices:
+            raise ValueError(f"batch_size {self.batch_size} does not split over devices {self.devices}: each "
+                             "device takes batch_size / devices samples of every global batch")
+        return self
 
     def merged(self, overrides: Mapping[str, Any] | None, source: str = "training overrides") -> "TrainingConfig":
         """This config with a variant's overrides applied and re-validated."""
         if not overrides:
             return self
+        if "devices" in overrides:
+            raise ConfigError(f"invalid params in {source}:\n  devices: set it once, in training.devices "
+                              "(every training stage launches on that many devices)")
         try:
-            return TrainingConfig.model_validate({**self.model_dump(), **dict(overrides)})
+            return TrainingConfig.model_validate({**self.model_dump(), "devices": self.devices, **dict(overrides)})
         except ValidationError as err:
             raise ConfigError(_format_errors(err, source)) from None
 
@@ -580,6 +595,12 @@ class FlowsConfig(Section):
     default: StageRetryConfig = StageRetryConfig()
     # fnmatch pattern on the stage name (without @item) -> retries; the first match wins.
     stages: dict[str, StageRetryConfig] = Field(default_factory=dict)
+    # Stages that hold the GPU (fnmatch on the stage name without @item): their Prefect tasks carry the tag
+    # `gpu_tag`, and `make ui` sets that tag's concurrency limit to `gpu_concurrency` on the Prefect server, so
+    # at most that many of them run at once across every flow run it orchestrates. Other stages are not limited.
+    gpu_stages: list[str] = Field(default_factory=lambda: ["train_*", "pretrain_*"])
+    gpu_tag: str = Field("gpu", pattern=r"^[A-Za-z0-9_.-]+$")
+    gpu_concurrency: int = Field(1, ge=1)
 
     def retry_for(self, stage: str) -> StageRetryConfig:
         name = stage.split("@", 1)[0]
@@ -587,6 +608,15 @@ class FlowsConfig(Section):
             if fnmatch.fnmatchcase(name, pattern):
                 return retry
         return self.default
+
+    def uses_gpu(self, stage: str) -> bool:
+        """Whether a stage address (`name`, `name@item`, `sub/dvc.yaml:name@item`) matches `gpu_stages`."""
+        name = stage.rpartition(":")[2].split("@", 1)[0]
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.gpu_stages)
+
+    def tags_for(self, stage: str) -> list[str]:
+        """The Prefect tags of the stage's task: `gpu_tag` for a GPU stage, none otherwise."""
+        return [self.gpu_tag] if self.uses_gpu(stage) else []
 
 
 class DaskConfig(Section):

@@ -1,5 +1,6 @@
 """A tiny DVC repository for the flow tests: three shell stages (one a foreach) and one
-stage that fails on its first run only (a marker file outside its outputs)."""
+stage that fails on its first run only (a marker file outside its outputs); and one Prefect
+test server (prefect_test_harness) shared by the tests that run flows."""
 from __future__ import annotations
 
 import os
@@ -47,6 +48,16 @@ flows:
   stages:
     flaky_*: {retries: 2, delay_seconds: 0.2, backoff: 2.0}
 """
+
+
+@pytest.fixture(scope="package")
+def harness():
+    """A temporary Prefect API for the tests/flows package, stopped after its last test (its start-up
+    takes 10-60 s on 2 shared cores)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -8,19 +8,12 @@ import sys
 
 import pytest
 import yaml
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.dag import StageFailed, flows_config, stage_order
 from flows.pipeline import pipeline
 from refexp.config import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.flows.conftest import dvc
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_stage_order_comes_from_dvc_with_foreach_items(tiny_repo):
@@ -90,7 +83,7 @@ def test_cli_lists_stage_order_and_retries(tiny_repo):
         capture_output=True, text=True, env=env, timeout=120, check=True,
     ).stdout
     assert out.splitlines() == [
-        "make_a\tretries=0\tdelays=-",
-        "flaky_b\tretries=2\tdelays=0.2s, 0.4s",
-        "make_c@x\tretries=0\tdelays=-",
+        "make_a\tretries=0\tdelays=-\ttags=-",
+        "flaky_b\tretries=2\tdelays=0.2s, 0.4s\ttags=-",
+        "make_c@x\tretries=0\tdelays=-\ttags=-",
     ]

@@ -1,5 +1,5 @@
-"""`make ui` for real: `python -m flows.serve` starts `prefect server start` on 127.0.0.1 and
-serves the pipeline as a deployment with the cron schedule from params.yaml."""
+"""`make ui` for real: `python -m flows.serve` starts `prefect server start` on 127.0.0.1, sets the
+GPU tag's concurrency limit, and serves the pipeline as a deployment with the cron schedule from params.yaml."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.flows.conftest import dvc
+from tests.flows.conftest import PARAMS, dvc
 
 WAIT_SECONDS = 120
 
@@ -77,6 +77,8 @@ def test_served_deployment_is_listed_scheduled_and_runs(tiny_repo, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO_ROOT), PREFECT_RUNNER_POLL_FREQUENCY="2")
     log_path = tmp_path / "serve.log"
+    # The GPU limit `make ui` creates comes from params (default 1).
+    (tiny_repo / "params.yaml").write_text(PARAMS + "  gpu_concurrency: 2\n")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flows.serve", "--repo", str(tiny_repo), "--port", str(port)],
@@ -91,6 +93,9 @@ def test_served_deployment_is_listed_scheduled_and_runs(tiny_repo, tmp_path):
                 return next((d for d in rows if d["name"] == "tiny-pipeline"), None)
 
             found = wait_for("the deployment", deployment, log_path)
+            # Created before the deployment is served: the tag limit that serialises the training stages.
+            gpu_limit = client.get("/concurrency_limits/tag/gpu")
+            assert gpu_limit.status_code == 200 and gpu_limit.json()["concurrency_limit"] == 2, gpu_limit.text
             assert found["parameters"]["repo"] == str(tiny_repo)
             assert [s["schedule"]["cron"] for s in found["schedules"]] == ["17 4 * * *"]
             # The server's scheduler puts the next cron runs on the calendar (what the UI shows).

@@ -35,9 +35,30 @@
 
 Returned dict: train/loss (mean of the last log window), train/steps, train/samples_per_s
 (optimizer steps only, excludes checkpoint I/O), train/seconds, plus eval_fn's metrics.
+
+Several processes (torchrun; `training.devices` > 1 makes a training stage launch itself, see
+stages/_cli.py and refexp.distributed): `fit` joins the process group (nccl on CUDA, one GPU per
+local rank; gloo on CPU) and
+- keeps the global data order above: each global batch of `cfg.batch_size` is cut into one
+  contiguous slice of batch_size / world size per rank, so the same seed and global batch see the
+  same examples per step on any number of processes (a batch size that does not split is a
+  ConfigError);
+- wraps `loss_fn(model, batch)` in a module under DistributedDataParallel, so gradients are averaged
+  over the ranks whatever methods of the model loss_fn calls, and loss_fn still gets the plain model;
+  with per-example-mean losses the step equals a 1-process step on the global batch up to float
+  rounding. BatchNorm becomes SyncBatchNorm on CUDA (statistics over the global batch); gloo ranks
+  on CPU normalise over their own slice;
+- the logged loss and extras are their means over the ranks (one all_reduce per step, which also
+  makes a NaN on any rank stop every rank);
+- rank 0 keeps the 1-process random stream; rank r > 0 draws dropout/augmentation from its own
+  seeded stream; checkpoints store every rank's RNG state, so a killed run resumes exactly;
+- rank 0 alone writes the checkpoint, curve and metrics and shows progress; eval_fn runs on every
+  rank (same weights: buffers are taken from rank 0 at the end), so every rank returns the same dict.
+With one process none of this runs: the loop is the 1-process loop above, bit for bit.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import hashlib
@@ -54,11 +75,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from refexp import distributed
 from refexp.artifacts import save_torch
-from refexp.config import TrainingConfig
+from refexp.config import ConfigError, TrainingConfig
 from refexp.errors import CheckpointError, NonFiniteLossError  # noqa: F401  (re-exported)
 from refexp.training.seed import seed_everything
 
@@ -75,7 +98,10 @@ EvalFn = Callable[[torch.nn.Module], Mapping[str, float]]
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    # One GPU per torchrun rank on the machine.
+    return torch.device("cuda", distributed.local_rank()) if distributed.world_size() > 1 else torch.device("cuda")
 
 
 def autocast_dtype(cfg: TrainingConfig, device: torch.device) -> torch.dtype | None:
@@ -135,6 +161,32 @@ class EpochBatchSampler(Sampler[list[int]]):
         return len(self.batches) - self.start
 
 
+class RankSlice(Sampler[list[int]]):
+    """Rank `rank`'s contiguous slice of each global batch: DistributedSampler's role over the engine's own
+    global order, so a run on several processes sees the same global batches as a run on one."""
+
+    def __init__(self, batches: EpochBatchSampler, rank: int, world: int):
+        self.global_batches, self.rank, self.world = batches, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches:
+            share = len(batch) // self.world
+            yield batch[self.rank * share:(self.rank + 1) * share]
+
+    def __len__(self) -> int:
+        return len(self.global_batches)
+
+
+def check_split(n_examples: int, batch_size: int, world: int) -> None:
+    """Every global batch must cut into `world` equal slices (unequal ones would weight ranks unequally)."""
+    if batch_size % world:
+        raise ConfigError(f"training.batch_size {batch_size} does not split over {world} processes: each takes "
+                          f"batch_size / devices samples of every global batch; choose a multiple of {world}")
+    if n_examples < batch_size and n_examples % world:
+        raise ConfigError(f"the training set's {n_examples} examples (fewer than training.batch_size {batch_size}: "
+                          f"one global batch of all of them) do not split over {world} processes")
+
+
 def _worker_init(worker_id: int) -> None:
     # torch seeds each worker from the loader's generator; numpy/python follow from it.
     seed = torch.initial_seed() % 2**32
@@ -143,18 +195,92 @@ def _worker_init(worker_id: int) -> None:
 
 
 def _loader(dataset: Dataset, cfg: TrainingConfig, seed: int, epoch: int, start: int,
-            collate_fn: Callable | None, pin: bool) -> tuple[DataLoader, int]:
+            collate_fn: Callable | None, pin: bool, rank: int = 0, world: int = 1) -> tuple[DataLoader, int]:
     sampler = EpochBatchSampler(len(dataset), cfg.batch_size, seed, epoch, start)
     loader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.num_workers,
-        worker_init_fn=_worker_init if cfg.num_workers else None,
-        generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch) + 1),
+        dataset, batch_sampler=RankSlice(sampler, rank, world) if world > 1 else sampler, collate_fn=collate_fn,
+        num_workers=cfg.num_workers, worker_init_fn=_worker_init if cfg.num_workers else None,
+        generator=torch.Generator().manual_seed(_rank_seed(_epoch_seed(seed, epoch) + 1, rank)),
         pin_memory=pin, persistent_workers=False,
         # spawn, not fork: a forked worker inherits the parent's threads and exit handlers (Dask,
         # Prefect, tqdm) and can die at shutdown; spawned workers start clean.
         multiprocessing_context="spawn" if cfg.num_workers else None,
     )
     return loader, len(sampler.batches)
+
+
+# ---------------------------------------------------------------- processes (torchrun)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 keeps `seed` (the 1-process stream); rank r > 0 gets its own stream derived from it."""
+    if rank == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:rank{rank}".encode()).digest()[:8], "big") % (2**63 - 1)
+
+
+def _seed_rank_stream(seed: int, rank: int) -> None:
+    """Rank r > 0's dropout and augmentation draws: not rank 0's, which would repeat them on other examples."""
+    own = _rank_seed(seed, rank)
+    random.seed(own)
+    np.random.seed(own % 2**32)
+    torch.manual_seed(own)
+
+
+def join_process_group(device: torch.device) -> int:
+    """Join torchrun's process group once per process (kept for every later `fit` of the stage, left at
+    exit); return the world size, 1 when this process was not launched by torchrun."""
+    if distributed.world_size() == 1:
+        return 1
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_process_group)
+    return dist.get_world_size()
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _LossOf(torch.nn.Module):
+    """loss_fn(model, batch) as a module's forward: DistributedDataParallel then averages the gradients of
+    whatever loss_fn computes (SCRC's calls model.log_likelihood, not forward; text_objseg's adds a weight
+    decay term), and loss_fn keeps getting the plain model."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, Mapping[str, float]]:
+        return self.loss_fn(self.model, batch)
+
+
+def _mean_over_ranks(loss: torch.Tensor, extras: Mapping[str, float], device: torch.device) -> tuple[float, dict]:
+    """The step's loss and loss_fn's extras averaged over the ranks (what one process would log for the
+    global batch, for per-example-mean losses); a NaN on any rank makes every rank's mean NaN."""
+    keys = list(extras)
+    values = torch.tensor([float(loss.detach()), *(float(extras[k]) for k in keys)], dtype=torch.float64,
+                          device=device)
+    dist.all_reduce(values)
+    values = (values / dist.get_world_size()).tolist()
+    return values[0], dict(zip(keys, values[1:]))
+
+
+def _rank_rng_states() -> list[dict]:
+    """Every rank's RNG state, gathered on rank 0 (the others get an empty list)."""
+    gathered: list | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(_rng_state(), gathered, dst=0)
+    return gathered or []
+
+
+def _take_rank0_buffers(model: torch.nn.Module) -> None:
+    """Buffers (BatchNorm running statistics) as rank 0 has them: the last step's updates are per rank."""
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 # ---------------------------------------------------------------- optimiser
@@ -301,9 +427,21 @@ def fit(
         raise ValueError("training dataset is empty")
     seed_everything(seed, deterministic)
     device = pick_device()
+    world = join_process_group(device)
+    rank = dist.get_rank() if world > 1 else 0
+    if cfg.devices > 1 and world == 1:
+        log.warning("training.devices is %d but this process was not launched by torchrun (stages/_cli.py "
+                    "launches the training stages): training on 1 process", cfg.devices)
+    if world > 1:
+        check_split(len(train_dataset), cfg.batch_size, world)
+        if rank:
+            _seed_rank_stream(seed, rank)
     if device.type == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
     model.to(device)
+    if world > 1 and device.type == "cuda":
+        # Batch statistics over the global batch, as on one device (convert swaps the modules in place).
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     amp_dtype = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     optimizer = build_optimizer(model, cfg)
@@ -321,7 +459,10 @@ def fit(
             # Discarded, not kept aside: the folder is a DVC output, and a stale copy would be cached with it.
             log.warning("%s was written for another config/seed/model (other data, params or code); "
                         "discarded, training from step 0", ckpt_path)
-            ckpt_path.unlink()
+            if world > 1:
+                dist.barrier()  # every rank has read it before rank 0 removes it
+            if rank == 0:
+                ckpt_path.unlink()
         else:
             try:
                 model.load_state_dict(state["model"])
@@ -331,40 +472,62 @@ def fit(
                     scaler.load_state_dict(state["scaler"])
             except (RuntimeError, KeyError, ValueError) as err:
                 raise CheckpointError(f"checkpoint {ckpt_path} does not fit this model: {err}") from None
-            _set_rng_state(state["rng"])
+            if world == 1:
+                _set_rng_state(state["rng"])
+            elif len(state.get("rank_rng", [])) == world:
+                _set_rng_state(state["rank_rng"][rank])
+            elif rank == 0:  # written by another number of processes: rank 0's stream is the 1-process one
+                _set_rng_state(state["rng"])
+            else:
+                _seed_rank_stream(_rank_seed(seed, state["step"] + 1), rank)
             step, epoch, batch_in_epoch, curve = state["step"], state["epoch"], state["batch_in_epoch"], list(state["curve"])
             timing = dict(state.get("timing", timing))
             window = list(state.get("window", []))
             log.info("resuming from %s at step %d (epoch %d, batch %d)", ckpt_path, step, epoch, batch_in_epoch)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {
+        payload = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
             "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "fingerprint": fingerprint, "curve": curve, "window": window,
             "timing": {"seconds": timing["seconds"] + train_seconds, "samples": timing["samples"] + samples},
-        })
+        }
+        if world > 1:
+            payload["rank_rng"] = _rank_rng_states()  # a collective: every rank checkpoints at the same steps
+        if rank == 0:
+            save_checkpoint(ckpt_path, payload)
+
+    def compute(batch: Any) -> tuple[torch.Tensor, Mapping[str, float]]:  # one process: the model itself
+        return loss_fn(model, batch)
+
+    if world > 1:  # through DDP, which averages the gradients over the ranks
+        compute = torch.nn.parallel.DistributedDataParallel(  # type: ignore[assignment]
+            _LossOf(model, loss_fn), device_ids=[device.index] if device.type == "cuda" else None,
+            # a model may hold parameters its loss never uses: their grads stay None, as on 1 process
+            find_unused_parameters=True)
 
     train_seconds, samples = 0.0, 0
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {out_dir.name}",
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=f"train {out_dir.name}",
                dynamic_ncols=True, leave=False)
     steps_this_call = 0
     stopped_early = False
     while step < cfg.steps and not stopped_early:
         loader, n_batches = _loader(train_dataset, cfg, seed, epoch, batch_in_epoch, collate_fn,
-                                    pin=device.type == "cuda")
+                                    pin=device.type == "cuda", rank=rank, world=world)
         tick = time.perf_counter()
         for batch in loader:
             batch = to_device(batch, device)
-            n = batch_size_of(batch)
+            n = batch_size_of(batch) * world
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                loss, extras = loss_fn(model, batch)
-            if not torch.isfinite(loss.detach()).all():
+                loss, extras = compute(batch)
+            if world > 1:
+                mean_loss, extras = _mean_over_ranks(loss, extras, device)
+            if not (torch.isfinite(loss.detach()).all() if world == 1 else math.isfinite(mean_loss)):
                 raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {step + 1} (epoch {epoch}, batch {batch_in_epoch}); "
-                    f"try a lower lr than {cfg.lr} or check the inputs")
+                    f"loss is {loss.item() if world == 1 else mean_loss} at step {step + 1} (epoch {epoch}, "
+                    f"batch {batch_in_epoch}); try a lower lr than {cfg.lr} or check the inputs")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -377,7 +540,7 @@ def fit(
             batch_in_epoch += 1
             steps_this_call += 1
             samples += n
-            loss_value = float(loss.detach())
+            loss_value = float(loss.detach()) if world == 1 else mean_loss
             window = (window + [loss_value])[-cfg.log_every:]
             now = time.perf_counter()
             train_seconds += now - tick
@@ -401,6 +564,8 @@ def fit(
                 break
             tick = time.perf_counter()
     bar.close()
+    if world > 1:
+        _take_rank0_buffers(model)
 
     total_seconds, total_samples = timing["seconds"] + train_seconds, timing["samples"] + samples
     metrics: dict[str, Any] = {
@@ -417,8 +582,8 @@ def fit(
         with torch.no_grad():
             metrics.update(eval_fn(model))
         model.train()
-    if curve_path is not None:
+    if curve_path is not None and rank == 0:
         write_curve(Path(curve_path), curve)
-    if metrics_path is not None:
+    if metrics_path is not None and rank == 0:
         _write_json(Path(metrics_path), metrics)
     return metrics
