@@ -82,7 +82,9 @@ class SmallFcnMap(nn.Module):
         return self.backbone(images)  # (B, C, h, w)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.relu(x))  # (B, dim, h, w)
+        # The 1x1 conv as a matmul over channels-last cells: the same map, ~3x faster on CPU (tests).
+        cells = F.linear(F.relu(x).permute(0, 2, 3, 1), self.fc.weight[:, :, 0, 0], self.fc.bias)  # (B, h, w, dim)
+        return cells.permute(0, 3, 1, 2)  # (B, dim, h, w)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(images))
@@ -123,7 +125,20 @@ class BilinearUpsample(nn.Module):
             self.deconv.weight.copy_(bilinear_kernel(2 * stride).view(1, 1, 2 * stride, 2 * stride))
 
     def forward(self, coarse: torch.Tensor) -> torch.Tensor:
-        return self.deconv(coarse)
+        s = self.stride
+        if s % 2:
+            return self.deconv(coarse)
+        # The same deconvolution as a matmul (CPU's ConvTranspose2d with one channel and a 2s kernel is slow):
+        # output tile (I, J), s x s, is the sum over a, b in {0, 1} of x[I-a, J-b] times the kernel's block
+        # (a, b); the tiles, cropped by the padding s/2, are the (h*s, w*s) map (equal, tests).
+        b, _, h, w = coarse.shape
+        x = F.pad(coarse[:, 0], (1, 1, 1, 1))  # (B, h+2, w+2), x[i] at i+1
+        shifted = torch.stack([x[:, 1 - a:h + 2 - a, 1 - c:w + 2 - c] for a in (0, 1) for c in (0, 1)], dim=-1)  # (B, h+1, w+1, 4)
+        blocks = self.deconv.weight[0, 0].view(2, s, 2, s).permute(0, 2, 1, 3).reshape(4, s * s)  # (4, s*s)
+        tiles = (shifted @ blocks).view(b, h + 1, w + 1, s, s).permute(0, 1, 3, 2, 4)  # (B, h+1, s, w+1, s)
+        full = tiles.reshape(b, (h + 1) * s, (w + 1) * s)
+        pad = s // 2
+        return full[:, None, pad:pad + h * s, pad:pad + w * s]  # (B, 1, h*s, w*s)
 
 
 class ExpressionEncoder(nn.Module):
@@ -179,11 +194,19 @@ class TextObjSeg(nn.Module):
         """body_maps: the fixed conv body's output, precomputed (exact when freeze_conv: that part never
         changes and runs in eval mode), instead of images."""
         fmap = self.image_net.head(body_maps) if body_maps is not None else self.image_net(images)
-        visual = F.normalize(fmap, dim=1)  # (B, Dim, h, w), unit length per cell
-        b, _, h, w = visual.shape
-        text = self.text(tokens, lengths)[:, :, None, None].expand(-1, -1, h, w)  # (B, Dtext, h, w)
-        where = spatial_channels(h, w, self.spatial, visual.device).expand(b, -1, -1, -1)  # (B, 8 or 2, h, w)
-        return self.classifier(torch.cat([visual, text, where], dim=1))  # (B, 1, h, w)
+        visual = F.normalize(fmap, dim=1).permute(0, 2, 3, 1)  # (B, h, w, Dim), unit length per cell
+        _, h, w, dim = visual.shape
+        text = self.text(tokens, lengths)  # (B, Dtext)
+        where = spatial_channels(h, w, self.spatial, visual.device).permute(1, 2, 0)  # (h, w, 8 or 2)
+        # The first 1x1 conv over the concatenation [visual, tiled text, where] is a sum of three matmuls;
+        # the text's term is computed once per expression instead of at every cell (same scores, tests).
+        first, last = self.classifier[0], self.classifier[2]
+        weight = first.weight[:, :, 0, 0]  # (hidden, Dim + Dtext + spatial)
+        hidden = (F.linear(visual, weight[:, :dim])  # (B, h, w, hidden)
+                  + F.linear(text, weight[:, dim:dim + text.shape[1]], first.bias)[:, None, None, :]  # (B, 1, 1, hidden)
+                  + F.linear(where, weight[:, dim + text.shape[1]:]))  # (h, w, hidden)
+        scores = F.linear(F.relu(hidden), last.weight[:, :, 0, 0], last.bias)  # (B, h, w, 1)
+        return scores.permute(0, 3, 1, 2)  # (B, 1, h, w)
 
     def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
                 body_maps: torch.Tensor | None = None) -> torch.Tensor:

@@ -125,11 +125,25 @@ def _examples_figure(cfg: Config, paths: Paths, variant: str, table: pd.DataFram
     return True
 
 
+# Words that end an expression's head phrase ("the cross | on the ground", "the ground right | of the grass").
+HEAD_PHRASE_ENDS = frozenset({"on", "in", "at", "above", "below", "under", "over", "beneath", "beside", "near",
+                              "behind", "by", "with", "between", "of", "to", "from", "next", "inside", "against"})
+
+
+def head_phrase(tokens: list[str]) -> list[str]:
+    """The words before the first preposition: where the expression names what it refers to."""
+    for i, word in enumerate(tokens):
+        if word in HEAD_PHRASE_ENDS:
+            return tokens[:i]
+    return tokens
+
+
 def region_is_stuff(table: pd.DataFrame, stuff_words: list[str]) -> pd.Series:
     """Per row: its region is stuff (sky, water, ...) when one of the region's expressions names a stuff word
-    (the paper's object / stuff split of ReferIt, Sec. 4.2, by a word list: ReferIt labels neither)."""
+    in its head phrase (the paper's object / stuff split of ReferIt, Sec. 4.2, by a word list: ReferIt labels
+    neither). A stuff word after a preposition is a landmark: "the cross on the ground" is an object."""
     words = set(stuff_words)
-    names_stuff = table["expression"].str.split().apply(lambda tokens: bool(words & set(tokens)))
+    names_stuff = table["expression"].str.split().apply(lambda tokens: bool(words & set(head_phrase(tokens))))
     return names_stuff.groupby(table["region_id"]).transform("any").astype(bool)
 
 
@@ -209,7 +223,9 @@ def build_report(cfg: Config, paths: Paths) -> dict:
         head, rows = _breakdown({n: tables[n] for n in order if n in tables}, s.stuff_words)
         lines += ["## Per expression kind and for object vs stuff regions (prec@0.5, %)", "",
                   "Queries per group in the header. A region is stuff when one of its expressions names one of "
-                  f"`text_objseg.stuff_words` ({len(s.stuff_words)} words: {', '.join(s.stuff_words[:8])}, ...).", "",
+                  f"`text_objseg.stuff_words` ({len(s.stuff_words)} words: {', '.join(s.stuff_words[:8])}, ...) "
+                  "before its first preposition (\"the ground right of the grass\"; \"the cross on the ground\" "
+                  "is an object).", "",
                   *markdown_table(head, rows), ""]
         empty = int((table["predicted_pixels"] == 0).sum())
         lines += [f"Empty predictions of ours (high resolution): {empty} of {len(table)} test queries "

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -476,26 +478,27 @@ def box_predictions(cfg: Config, paths: Paths, rows: pd.DataFrame, boxes: list[n
     """Each row's box as its rectangle, or GrabCut's foreground in it (computed once per image and box);
     a row without a box predicts nothing. Counted: rows without a box, GrabCut's outcomes (its fallbacks
     to the rectangle among them)."""
-    cache: dict[tuple, np.ndarray] = {}
+    keys = [None if box is None else (r.image_path, tuple(np.round(box, 3))) for r, box in zip(rows.itertuples(), boxes)]
+    sizes = {r.image_path: (int(r.image_height), int(r.image_width)) for r in rows.itertuples()}
+    distinct = {key: box for key, box in zip(keys, boxes) if key is not None}
     outcomes: Counter = Counter()
-    images: dict[str, np.ndarray] = {}
-    preds = []
-    for r, box in zip(rows.itertuples(), boxes):
-        h, w = int(r.image_height), int(r.image_width)
-        if box is None:
-            preds.append(np.zeros((h, w), dtype=bool))
-            continue
-        key = (r.image_path, tuple(np.round(box, 3)))
-        if key not in cache:
-            if output == "bbox":
-                cache[key] = box_mask(h, w, box)
-            else:
-                if r.image_path not in images:
-                    images[r.image_path] = _read_rgb(paths.root, r.image_path)
-                result = grabcut_from_box(images[r.image_path], box, cfg.text_objseg.grabcut_iterations)
-                cache[key] = result.mask
-                outcomes[result.outcome] += 1
-        preds.append(cache[key])
+    if output == "bbox":
+        cache = {key: box_mask(*sizes[key[0]], box) for key, box in distinct.items()}
+    else:
+        images = {path: _read_rgb(paths.root, path) for path in dict.fromkeys(k[0] for k in distinct)}
+
+        def cut(item):
+            key, box = item
+            return key, grabcut_from_box(images[key[0]], box, cfg.text_objseg.grabcut_iterations)
+
+        # OpenCV releases the GIL and its RNG is per thread (seeded in grabcut_from_box): the same masks
+        # as one after another (tests), on every core.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            results = dict(pool.map(cut, distinct.items()))
+        cache = {key: result.mask for key, result in results.items()}
+        outcomes.update(result.outcome for result in results.values())
+    preds = [np.zeros(sizes[r.image_path], dtype=bool) if key is None else cache[key]
+             for r, key in zip(rows.itertuples(), keys)]
     counts = {"no_box": sum(b is None for b in boxes), "distinct_boxes": len(cache)}
     counts.update({f"grabcut/{k}": v for k, v in sorted(outcomes.items())})
     return preds, counts

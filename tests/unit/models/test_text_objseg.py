@@ -36,6 +36,25 @@ def test_the_bilinear_deconvolution_reproduces_bilinear_upsampling():
     assert torch.allclose(out[..., 4:-4, 4:-4], reference[..., 4:-4, 4:-4], atol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [8, 16])
+def test_the_upsampling_matmul_equals_the_transposed_convolution(stride):
+    """BilinearUpsample computes its deconvolution as tiles; any (trained) kernel gives ConvTranspose2d's map
+    and its gradients."""
+    torch.manual_seed(0)
+    up = BilinearUpsample(stride)
+    with torch.no_grad():
+        up.deconv.weight.add_(0.1 * torch.randn_like(up.deconv.weight))  # not only the bilinear kernel
+    coarse = torch.randn(2, 1, 5, 7, requires_grad=True)
+    out = up(coarse)
+    reference = up.deconv(coarse)
+    assert out.shape == reference.shape == (2, 1, 5 * stride, 7 * stride)
+    assert torch.allclose(out, reference, atol=1e-5)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [coarse, up.deconv.weight], grad)
+    want = torch.autograd.grad(reference, [coarse, up.deconv.weight], grad)
+    assert all(torch.allclose(g, w, atol=1e-4) for g, w in zip(got, want))
+
+
 def test_spatial_channels_are_the_codes():
     where = spatial_channels(2, 4, 8)
     assert where.shape == (8, 2, 4)
@@ -60,6 +79,23 @@ def test_shapes_low_and_high_resolution():
     assert _small(False)(images, tokens, lengths).shape == (2, 1, 8, 8)
     assert _small(True)(images, tokens, lengths).shape == (2, 1, 64, 64)
     assert _small(False, spatial=2)(images, tokens, lengths).shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("spatial", [8, 2])
+def test_the_factored_classifier_equals_the_1x1_convs_over_the_tiled_concatenation(spatial):
+    """coarse() sums three matmuls instead of running the 1x1 convs over [visual, tiled text, where]."""
+    model = _small(False, spatial).eval()
+    images, tokens, lengths = torch.rand(2, 3, 64, 64), torch.tensor([[3, 4, 0], [5, 0, 0]]), torch.tensor([2, 1])
+    with torch.no_grad():
+        body = model.image_net.body(images)
+        fmap = model.image_net.fc(F.relu(body))  # the head as the nn.Conv2d it is stored as
+        visual = F.normalize(fmap, dim=1)
+        b, _, h, w = visual.shape
+        text = model.text(tokens, lengths)[:, :, None, None].expand(-1, -1, h, w)
+        where = spatial_channels(h, w, spatial).expand(b, -1, -1, -1)
+        reference = model.classifier(torch.cat([visual, text, where], dim=1))
+        assert torch.allclose(model.image_net.head(body), fmap, atol=1e-6)
+        assert torch.allclose(model(images, tokens, lengths), reference, atol=1e-6)
 
 
 def test_the_text_state_is_taken_at_the_last_word():

@@ -153,3 +153,30 @@ def test_bbox_predictions_are_the_rectangles_and_count_rows_without_a_box():
     clipped[0:2, :] = True  # clipped to the image
     np.testing.assert_array_equal(preds[3], clipped)
     assert counts == {"no_box": 1, "distinct_boxes": 2}  # the repeated box of a.jpg computed once
+
+
+def test_grabcut_predictions_in_threads_equal_grabcut_one_box_after_another(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from refexp.data.mask_proposals import grabcut_from_box
+
+    rng = np.random.default_rng(0)
+    paths, boxes, images = [], [], {}
+    for i in range(6):  # noisy scenes with a bright square: GrabCut's k-means init matters
+        image = rng.integers(0, 120, (48, 64, 3), dtype=np.uint8)
+        image[10 + i:30 + i, 12:40] = rng.integers(150, 255, (20, 28, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        images[f"{i}.png"] = image
+        for box in ([8.0, 6 + i, 44.0, 34 + i], [10.0, 8.0, 42.0, 40.0]):
+            paths.append(f"{i}.png")
+            boxes.append(np.array(box))
+    rows = _rows([{"image_height": 48, "image_width": 64, "image_path": p} for p in paths])
+    cfg = SimpleNamespace(text_objseg=SimpleNamespace(grabcut_iterations=3))
+    preds, counts = box_predictions(cfg, SimpleNamespace(root=tmp_path), rows, boxes, "grabcut")
+    serial = [grabcut_from_box(images[p], b, 3) for p, b in zip(paths, boxes)]
+    for got, want in zip(preds, serial):
+        np.testing.assert_array_equal(got, want.mask)
+    assert counts["distinct_boxes"] == 12
+    assert sum(v for k, v in counts.items() if k.startswith("grabcut/")) == 12
