@@ -42,7 +42,7 @@ referit-image-free: setup
 # The training-seed study (not part of `make run`: every SCRC and regression variant retrained at each of
 # seed_study.seeds, from the pipeline's pretrained backbone): reports/seed_study.md and reports/metrics/seed_study.json.
 seed-study: setup
-	$(VENV)/bin/dvc repro prepare_referit prepare_coco pretrain_backbone
+	$(VENV)/bin/dvc repro prepare_referit prepare_coco pretrain_backbone extract_region_features
 	$(PY) -m stages.seed_study
 
 # Train stages again from scratch: `dvc repro -f` alone resumes a finished checkpoint and trains nothing.

@@ -2,7 +2,8 @@
 
 Inputs: data/raw/<item>/{region_descriptions.json, image_data.json[, region_graphs.json]} (VG layout,
   real, sample or synthetic).
-Outputs: data/build_region_benchmark/<item>/{regions,queries,pairs}.parquet,
+Outputs: data/build_region_benchmark/<item>/{regions,queries,pairs,corpus}.parquet (corpus: every filtered
+  region of the images with a split, the retrieval corpus),
   reports/metrics/build_region_benchmark/<item>.json (every filter's counts, skips, split sizes).
 Params: build_region_benchmark.* (filters, thresholds, direction rule, splits, METEOR JVMs, dask), run.seed.
 """
@@ -44,7 +45,7 @@ def run(cfg: Config, item: str) -> dict:
     metrics.update({f"input/{unit}": n for unit, n in (image_skips.inputs + graph_skips.inputs).items()})
     with atomic_path(paths.stage_dir("build_region_benchmark", item)) as tmp:
         tmp.mkdir(parents=True)
-        for name in ("regions", "queries", "pairs"):
+        for name in ("regions", "queries", "pairs", "corpus"):
             getattr(tables, name).to_parquet(tmp / f"{name}.parquet", index=False)
     write_json(paths.metrics("build_region_benchmark", item), metrics)
     return metrics

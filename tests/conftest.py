@@ -45,7 +45,8 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 TINY_OVERRIDES = {
-    "synthetic": {"n_images": 12, "image_width": 64, "image_height": 64},
+    # vg_images None: the VG layout holds the same 12 images (no VG-only scenes).
+    "synthetic": {"n_images": 12, "image_width": 64, "image_height": 64, "vg_images": None},
 }
 
 

@@ -14,7 +14,8 @@ from tests.conftest import REPO_ROOT, TINY_OVERRIDES, deep_merge
 
 # Extra shrinking for stages that train: the DAG must finish in a couple of minutes here.
 E2E_OVERRIDES: dict = {
-    "synthetic": {"n_images": 24},
+    # 160 VG images: enough mined sets that the GRN stages have test queries.
+    "synthetic": {"n_images": 24, "vg_images": 160},
     "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2},
     "pretrain_backbone": {"crop_size": 16, "training": {"steps": 3, "batch_size": 4}},
     "scrc": {"embed_dim": 8, "hidden": 16, "feature_dim": 8, "image_size": 64, "crop_size": 16, "n_proposals": 12,
@@ -27,6 +28,8 @@ E2E_OVERRIDES: dict = {
                     "per_word": {"training": {"steps": 4}}, "grounder": {"training": {"steps": 4}},
                     "proposal_classifier": {"training": {"steps": 4}}, "mask_proposals": {"count": 10},
                     "n_box_proposals": 10, "grabcut_iterations": 1},
+    "grn": {"model": {"text_hidden": 8, "gate_hidden": 8, "fc_dim": 8}, "training": {"steps": 4, "batch_size": 8},
+            "rpn": {"training": {"steps": 3, "batch_size": 4}, "proposals_per_image": 5}, "figure_examples": 1},
 }
 TOP_LEVEL_IGNORED = {".venv", ".git", "data", "models", ".pytest_cache", ".prefect", "reports"}
 ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")

@@ -97,6 +97,10 @@ class SyntheticConfig(Section):
     # Share of scenes that contain a "twin": two objects of one category and colour.
     twin_fraction: float = Field(0.6, ge=0.0, le=1.0)
     captions_per_image: int = Field(5, ge=1)
+    # Visual Genome's own size: vg_images images (null: the world's n_images), the world's first ones
+    # and beyond them VG-only scenes (coco_id null, no ReferIt/COCO counterpart, no selective search);
+    # neither key moves a byte of the ReferIt or COCO layouts.
+    vg_images: int | None = Field(None, ge=1)
     vg_regions_per_image: int = Field(6, ge=1)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
@@ -452,7 +456,7 @@ class SeedStudyConfig(Section):
     against training-seed noise, not only test-set noise. The seed also draws scarce-data subsets."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
-    models: list[Literal["scrc", "attention_regression", "text_objseg"]] = Field(
+    models: list[Literal["scrc", "attention_regression", "text_objseg", "grn"]] = Field(
         default_factory=lambda: ["scrc", "attention_regression"], min_length=1)
     # Seeds trained in parallel processes (the scores do not depend on it).
     workers: int = Field(1, ge=1)
@@ -650,6 +654,89 @@ class BuildRegionBenchmarkConfig(Section):
     dask: DaskConfig = DaskConfig()
 
 
+GRN_TRAINING = {"optimizer": "adam", "lr": 0.001, "schedule": "cosine", "steps": 20000, "batch_size": 32}
+RPN_TRAINING = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "step", "step_size": 20000,
+                "step_gamma": 0.1, "steps": 50000, "batch_size": 8, "weight_decay": 0.0005}
+
+
+class GrnModelConfig(Section):
+    """One row of the GRN paper's Tables 2-5 (refexp.models.grn): a retrieval model and its setting."""
+
+    # visual_feature: the region's CNN feature alone (Table 2 (a), nothing trained); vl_lstm: an LSTM fed
+    # the visual feature first, then the words (b); concat_fc: [X, L] through an FC layer (c); grn: Sec. 3.
+    kind: Literal["visual_feature", "vl_lstm", "concat_fc", "grn"] = "grn"
+    language: Literal["lstm", "self_attention"] = "self_attention"  # Table 3
+    residual: Literal["none", "visual", "compose"] = "compose"  # Table 4 (Eqs. 1, 3, 4)
+    feature: Literal["conv", "fc"] = "conv"  # Table 5: the k x k region map, or pooled to W = H = 1
+    setting: Literal["gt", "rpn"] = "gt"  # Table 2: candidates are the GT regions, or the RPN's proposals
+    embed_dim: int = Field(300, ge=1)  # word2vec (Google News) is 300-d
+    text_hidden: int = Field(512, ge=1)  # D: the LSTM's state (the paper's 512)
+    gate_hidden: int = Field(512, ge=1)  # channels out of W_g1 and W_r1
+    fc_dim: int = Field(512, ge=1)  # concat_fc's output and vl_lstm's state
+    max_tokens: int = Field(20, ge=1)
+
+
+class RegionProposalConfig(Section):
+    """DenseCap-style RPN on the frozen backbone map (torchvision.models.detection.rpn components),
+    trained on the training split's regions; its proposals are the candidates of the RPN setting."""
+
+    anchor_sizes: list[int] = Field(default_factory=lambda: [64, 128, 256, 512], min_length=1)
+    aspect_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
+    fg_iou: float = Field(0.7, gt=0.0, le=1.0)  # anchor labels (Faster R-CNN's)
+    bg_iou: float = Field(0.3, ge=0.0, lt=1.0)
+    anchors_per_image: int = Field(256, ge=2)
+    positive_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    pre_nms_top_n: int = Field(2000, ge=1)
+    nms_iou: float = Field(0.7, gt=0.0, le=1.0)
+    proposals_per_image: int = Field(300, ge=1)  # kept after NMS: the candidates per corpus image
+    training: dict[str, Any] = Field(default_factory=lambda: dict(RPN_TRAINING))
+
+
+class GrnConfig(Section):
+    """Expressional region retrieval with the Gated Residual Network (stages train_region_proposals,
+    extract_region_features, train_grn, evaluate_grn, report_region_retrieval). The defaults are the
+    paper's (ResNet-18 ImageNet, word2vec 300-d, D = 512, B = 32, 3 negatives)."""
+
+    dataset: str = "visual_genome"  # a build_region_benchmark dataset
+    backbone: Literal["tiny", "resnet18"] = "resnet18"  # without its last layers: C = 512
+    pretrained: bool = True
+    image_size: int = Field(512, ge=32)  # letterboxed W = H of the backbone's input
+    region_map_size: int = Field(7, ge=1)  # k of roi_align's k x k region map (the conv variant)
+    # Word vectors the embeddings start from (then trained): glove reads `embeddings_file` (a GloVe or
+    # word2vec text file of embed_dim-d vectors, e.g. GoogleNews 300-d converted to text) or, with no file,
+    # the offline GloVe 6B 50-d package (embed_dim 50); random starts from N(0, 1).
+    embeddings: Literal["glove", "random"] = "glove"
+    embeddings_file: str | None = None
+    min_word_count: int = Field(2, ge=1)  # "words that appear more than once"; others are <UNK>
+    # Eq. 6 over raw cosines is undefined when a similarity is negative: the softmax of cosine / temperature.
+    temperature: float = Field(0.1, gt=0.0)
+    negatives: int = Field(3, ge=1)  # per query, from other queries' positives in the batch
+    train_positive_iou: float = Field(0.7, gt=0.0, le=1.0)  # RPN setting: a proposal is a training positive
+    test_hit_iou: float = Field(0.5, gt=0.0, le=1.0)  # RPN setting: a retrieved proposal is a hit
+    recall_ks: list[int] = Field(default_factory=lambda: [1, 10, 50, 100], min_length=1)
+    model: GrnModelConfig = GrnModelConfig()
+    rpn: RegionProposalConfig = RegionProposalConfig()
+    training: dict[str, Any] = Field(default_factory=lambda: dict(GRN_TRAINING))
+    eval_chunk: int = Field(4096, ge=1)  # candidates scored per batch in the fast path
+    figure_examples: int = Field(3, ge=0)
+    # Table 2-5 rows: name -> overrides of `model`.
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"grn": {}})
+
+    @model_validator(mode="after")
+    def _variants_valid(self) -> "GrnConfig":
+        for name in self.variants:
+            self.variant_model(name)
+        return self
+
+    def variant_model(self, name: str) -> GrnModelConfig:
+        if name not in self.variants:
+            raise ConfigError(f"grn.variants: no variant '{name}' (have {sorted(self.variants)})")
+        try:
+            return GrnModelConfig.model_validate({**self.model.model_dump(), **self.variants[name]})
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err, f"grn.variants.{name}")) from None
+
+
 class SynthExpressionsConfig(Section):
     """Vision-only data as extra training data: COCO instances with their class name as expression."""
 
@@ -679,6 +766,7 @@ class Config(Section):
     flows: FlowsConfig = FlowsConfig()
     build_region_benchmark: BuildRegionBenchmarkConfig = BuildRegionBenchmarkConfig()
     synth_expressions: SynthExpressionsConfig = SynthExpressionsConfig()
+    grn: GrnConfig = GrnConfig()
 
     @model_validator(mode="after")
     def _dataset_names_exist(self) -> "Config":
@@ -687,6 +775,13 @@ class Config(Section):
             for name in getattr(self, section).datasets:
                 if name not in self.datasets:
                     raise ValueError(f"{section}.datasets names unknown dataset '{name}'")
+        return self
+
+    @model_validator(mode="after")
+    def _grn_dataset_is_a_benchmark(self) -> "Config":
+        if self.grn.dataset not in self.build_region_benchmark.datasets:
+            raise ValueError(f"grn.dataset '{self.grn.dataset}' is not a build_region_benchmark.datasets entry "
+                             f"(have {self.build_region_benchmark.datasets})")
         return self
 
     @model_validator(mode="after")
@@ -729,6 +824,8 @@ class Config(Section):
             "text_objseg.highres": [("text_objseg.highres_training", self.text_objseg.highres_training)],
             **{f"text_objseg.{part}": [(f"text_objseg.{part}.training", getattr(self.text_objseg, part).training)]
                for part in ("per_word", "grounder", "proposal_classifier")},
+            "grn": [("grn.training", self.grn.training)],
+            "grn.rpn": [("grn.rpn.training", self.grn.rpn.training)],
             "referit_image_free.regression": [
                 ("attention_regression.training", self.attention_regression.training),
                 ("referit_image_free.regression_training", self.referit_image_free.regression_training)],

@@ -18,6 +18,7 @@ def _check_tables(paths: Paths, item: str, metrics: dict) -> tuple[pd.DataFrame,
     regions = pd.read_parquet(out / "regions.parquet")
     queries = pd.read_parquet(out / "queries.parquet")
     pairs = pd.read_parquet(out / "pairs.parquet")
+    corpus = pd.read_parquet(out / "corpus.parquet")
     assert json.loads(paths.metrics("build_region_benchmark", item).read_text()) == metrics
     # counts add up: input = valid + every skip reason; each filter = kept + dropped of the previous
     skipped = sum(v for k, v in metrics.items() if k.startswith("skipped/"))
@@ -35,22 +36,40 @@ def _check_tables(paths: Paths, item: str, metrics: dict) -> tuple[pd.DataFrame,
     assert (queries.set_index("set_id")["target_region_ids"].map(len) == sizes - 1).all()
     assert (pairs.image_id_a != pairs.image_id_b).all()
     assert ((regions.x2 >= regions.x1) & (regions.x2 < regions.image_width)).all()
+    # corpus: every filtered region of the split images; its set members are regions.parquet's rows
+    assert corpus["region_id"].is_unique and set(corpus["split"]) <= {"train", "val", "test"}
+    assert len(corpus) <= metrics["filter/iou_dedup/kept"]
+    members = corpus[corpus["set_id"] >= 0][list(regions.columns)].sort_values("region_id").reset_index(drop=True)
+    assert members.equals(regions.sort_values("region_id").reset_index(drop=True))
+    assert set(corpus.loc[corpus["set_id"] < 0, "role"]) <= {"none"}
+    assert (corpus.loc[corpus["set_id"] >= 0, "role"] != "none").all()
+    assert set(corpus["image_id"]) >= set(regions["image_id"])
+    assert (corpus.groupby("image_id")["split"].nunique() == 1).all()
+    for split in ("train", "val", "test"):
+        assert metrics[f"{split}/corpus_regions"] == int((corpus["split"] == split).sum())
+        assert metrics[f"{split}/corpus_images"] == corpus.loc[corpus["split"] == split, "image_id"].nunique()
+        assert metrics[f"{split}/corpus_regions"] >= metrics[f"{split}/regions"]
     return regions, queries, pairs
 
 
 @pytest.mark.slow
 def test_synthetic_world(in_tmp_dir):
-    # A 60-image synthetic world has almost no pair above 0.7/0.6: lower the thresholds (params) to get sets.
-    cfg = tiny_config({"synthetic": {"n_images": 60},
-                       "build_region_benchmark": {**FAST, "bleu_threshold": 0.5, "meteor_threshold": 0.3,
-                                                  "val_fraction": 0.2, "test_fraction": 0.2}})
+    # 12 world images + 140 VG-only scenes at the default thresholds: the VG-only phrases recur enough for sets
+    cfg = tiny_config({"synthetic": {"vg_images": 152, "vg_regions_per_image": 8},
+                       "build_region_benchmark": {**FAST, "val_fraction": 0.2, "test_fraction": 0.2}})
     fetch_data.run(cfg, "visual_genome")
     metrics = build_region_benchmark.run(cfg, "visual_genome")
     paths = Paths.from_config(cfg)
+    assert metrics["input/images"] == 152 and metrics["input/regions"] == 152 * 8
     regions, queries, pairs = _check_tables(paths, "visual_genome", metrics)
     assert metrics["sets/count"] > 0 and metrics["filter/multi_object/judged_by_rule"] > 0
-    assert metrics["train/queries"] > 0
+    for split in ("train", "val", "test"):
+        assert metrics[f"{split}/queries"] > 0, split
+        # the corpus also holds regions in no set
+        assert metrics[f"{split}/corpus_regions"] > metrics[f"{split}/regions"], split
     assert regions["image_path"].map(lambda p: (paths.root / p).is_file()).all()
+    corpus = pd.read_parquet(paths.stage_dir("build_region_benchmark", "visual_genome") / "corpus.parquet")
+    assert corpus["image_path"].map(lambda p: (paths.root / p).is_file()).all()
 
 
 @pytest.mark.shared
@@ -60,7 +79,7 @@ def test_real_visual_genome_sample(in_tmp_dir):
     for name in ("region_descriptions.json", "image_data.json"):
         (raw / name).symlink_to(require_shared("visual_genome", "v1.2", f"{name}_samples.json"))
     cfg = tiny_config({"datasets": {"vg_sample": {"format": "visual_genome", "source": "local", "root": "unused"}},
-                       "build_region_benchmark": {**FAST, "datasets": ["vg_sample"]}})
+                       "build_region_benchmark": {**FAST, "datasets": ["vg_sample"]}, "grn": {"dataset": "vg_sample"}})
     metrics = build_region_benchmark.run(cfg, "vg_sample")
     raw_count = sum(len(im["regions"]) for im in json.loads((raw / "region_descriptions.json").read_text()))
     assert metrics["input/regions"] == raw_count == 7278
@@ -86,7 +105,8 @@ def test_bad_input_is_counted(in_tmp_dir):
     (raw / "image_data.json").write_text(json.dumps(
         [{"image_id": i, "width": 100, "height": 100, "url": f"x/VG_100K/{i}.jpg"} for i in (1, 2, 3)]))
     cfg = tiny_config({"datasets": {"vg_bad": {"format": "visual_genome", "source": "local", "root": "unused"}},
-                       "build_region_benchmark": {**FAST, "datasets": ["vg_bad"], "area_min": None}})
+                       "build_region_benchmark": {**FAST, "datasets": ["vg_bad"], "area_min": None},
+                       "grn": {"dataset": "vg_bad"}})
     m = build_region_benchmark.run(cfg, "vg_bad")
     assert m["input/regions"] == 10
     assert {k: v for k, v in m.items() if k.startswith("skipped/")} == {

@@ -7,6 +7,12 @@ BLEU-2 then METEOR (`refexp.mining.mine_pairs`), 6. split the images that hold a
 pair into train/val/test at random (pairs across splits are dropped and counted),
 7. merge kept pairs into sets (connected components, within a split), 8. one random
 region per set is the query, the rest its targets.
+
+Outputs: `regions` (set members), `queries` (one per set), `pairs` (every BLEU pair) and
+`corpus`: every region that passed steps 1-4 in every image that has a split, set member
+or not (set_id -1, role "none"), what a query is retrieved against; its set members' rows
+equal `regions`'. Metrics per split: images and regions (of the set members), queries,
+corpus_regions and corpus_images.
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ from refexp.mining.regions import area_filter, iou_dedup_filter, multi_object_fi
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+CORPUS_COLUMNS = ["dataset", "image_id", "image_path", "image_width", "image_height", "region_id",
+                  "x1", "y1", "x2", "y2", "expression", "split", "set_id", "role"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,9 @@ class BenchmarkTables:
     regions: pd.DataFrame  # one row per region in a set (query or target)
     queries: pd.DataFrame  # one row per set: query region and its targets
     pairs: pd.DataFrame  # every BLEU pair with scores, kept flag and split
+    # every filtered region of every image with a split (the retrieval corpus): the regions
+    # columns, set_id -1 and role "none" for a region in no set
+    corpus: pd.DataFrame
 
 
 def image_paths(images: pd.DataFrame, raw_dir: str | Path) -> pd.Series:
@@ -117,19 +128,14 @@ def build(regions: pd.DataFrame, images: pd.DataFrame, graph_counts: pd.DataFram
 
     paths = image_paths(images.set_index("image_id").loc[np.unique(img)].reset_index(), raw_dir)
     path_of = pd.Series(paths.to_numpy(), index=np.unique(img))
-    sel = df.iloc[members]
-    regions_out = pd.DataFrame({
-        "dataset": pd.array([dataset] * members.size, dtype="string"),
-        "image_id": sel["image_id"].astype(str).astype("string").to_numpy(),
-        "image_path": pd.array(path_of.reindex(sel["image_id"]).to_numpy(), dtype="string"),
-        "image_width": sel["image_width"].to_numpy(np.int64), "image_height": sel["image_height"].to_numpy(np.int64),
-        "region_id": sel["region_id"].astype(str).astype("string").to_numpy(),
-        "x1": sel["x"].to_numpy(), "y1": sel["y"].to_numpy(),
-        "x2": (sel["x"] + sel["width"] - 1).to_numpy(), "y2": (sel["y"] + sel["height"] - 1).to_numpy(),
-        "expression": pd.array(sel["phrase"].to_numpy(), dtype="string"),
-        "set_id": set_id.astype(np.int64), "role": pd.array(role, dtype="string"),
-        "split": pd.array(row_split[members], dtype="string"),
-    })
+    row_set = np.full(n, -1, np.int64)
+    row_set[members] = set_id
+    row_role = np.full(n, "none", dtype=object)
+    row_role[members] = role
+    regions_out = _region_table(df, members, dataset, path_of, row_split, row_set, row_role)
+    # The test corpus: every filtered region of every image with a split, set member or not.
+    corpus_rows = np.flatnonzero(row_split != "")
+    corpus_out = _region_table(df, corpus_rows, dataset, path_of, row_split, row_set, row_role)[CORPUS_COLUMNS]
     q = regions_out[regions_out["role"] == "query"]
     targets = regions_out[regions_out["role"] == "target"].groupby("set_id")["region_id"].agg(list)
     queries = pd.DataFrame({"set_id": q["set_id"].to_numpy(), "query_region_id": q["region_id"].to_numpy(),
@@ -146,5 +152,26 @@ def build(regions: pd.DataFrame, images: pd.DataFrame, graph_counts: pd.DataFram
         m[f"{split}/images"] = int(r["image_id"].nunique())
         m[f"{split}/regions"] = int(len(r))
         m[f"{split}/queries"] = int((r["role"] == "query").sum())
+        c = corpus_out[corpus_out["split"] == split]
+        m[f"{split}/corpus_regions"] = int(len(c))
+        m[f"{split}/corpus_images"] = int(c["image_id"].nunique())
     assert m["input/regions"] == m["valid/regions"] + skips.total, "region counts must add up"
-    return BenchmarkTables(regions_out, queries, pairs_out), m
+    return BenchmarkTables(regions_out, queries, pairs_out, corpus_out), m
+
+
+def _region_table(df: pd.DataFrame, rows: np.ndarray, dataset: str, path_of: pd.Series, row_split: np.ndarray,
+                  row_set: np.ndarray, row_role: np.ndarray) -> pd.DataFrame:
+    """One output row per filtered region `rows` (positions in df): box as inclusive pixels."""
+    sel = df.iloc[rows]
+    return pd.DataFrame({
+        "dataset": pd.array([dataset] * rows.size, dtype="string"),
+        "image_id": sel["image_id"].astype(str).astype("string").to_numpy(),
+        "image_path": pd.array(path_of.reindex(sel["image_id"]).to_numpy(), dtype="string"),
+        "image_width": sel["image_width"].to_numpy(np.int64), "image_height": sel["image_height"].to_numpy(np.int64),
+        "region_id": sel["region_id"].astype(str).astype("string").to_numpy(),
+        "x1": sel["x"].to_numpy(), "y1": sel["y"].to_numpy(),
+        "x2": (sel["x"] + sel["width"] - 1).to_numpy(), "y2": (sel["y"] + sel["height"] - 1).to_numpy(),
+        "expression": pd.array(sel["phrase"].to_numpy(), dtype="string"),
+        "set_id": row_set[rows].astype(np.int64), "role": pd.array(row_role[rows], dtype="string"),
+        "split": pd.array(row_split[rows], dtype="string"),
+    })

@@ -52,7 +52,9 @@ def row_datasets(cfg: Config, stage: str, item: str) -> list[str]:
                 "train_text_objseg_lowres": [cfg.text_objseg.dataset],
                 "train_text_objseg_highres": [cfg.text_objseg.dataset],
                 "train_text_objseg_baseline": [cfg.text_objseg.dataset],
-                "propose_masks": [cfg.text_objseg.dataset]}
+                "propose_masks": [cfg.text_objseg.dataset],
+                **{stage: [cfg.grn.dataset] for stage in ("train_region_proposals", "extract_region_features",
+                                                          "train_grn", "evaluate_grn")}}
     if stage == "experiment":
         return {"referit_image_free": [cfg.referit_image_free.dataset],
                 "seed_study": list(dict.fromkeys(getattr(cfg, m).dataset for m in cfg.seed_study.models))}.get(item, [])

@@ -22,10 +22,13 @@ from refexp.reporting.tables import markdown_table  # noqa: E402
 from refexp.reporting.significance import VERDICT_TEXT  # noqa: E402
 from refexp.reporting.text_objseg import PAPER_ORDER as SEGMENTATION_ORDER, PAPER_TABLE1  # noqa: E402
 from refexp.reporting.text_objseg import REPORT as SEGMENTATION_REPORT  # noqa: E402
+from refexp.reporting import grn as grn_report  # noqa: E402
 
 TITLES = {"scrc": "SCRC (paper 000), P@1 over the image's annotated boxes",
           "attention_regression": "Attention box regression (paper 003), accuracy (IoU >= 0.5)",
-          "text_objseg": "Segmentation from natural language expressions, prec@0.5 (mask IoU >= 0.5)"}
+          "text_objseg": "Segmentation from natural language expressions, prec@0.5 (mask IoU >= 0.5)",
+          "grn": "Expressional region retrieval (GRN), R@10 over the whole test corpus"}
+REPORT_NAMES = {"text_objseg": SEGMENTATION_REPORT, "grn": grn_report.REPORT}
 # Table 1's columns: prec@0.5 .. prec@0.9, then overall IoU.
 _TABLE1_PREC_05, _TABLE1_OVERALL_IOU = 0, 5
 
@@ -37,6 +40,8 @@ def paper_scores(model: str, column: int = _TABLE1_PREC_05) -> dict[str, float]:
         return {v: p_at_1 for v, _, p_at_1, *_ in PAPER_ROWS if v}
     if model == "text_objseg":
         return {ours: values[column] for _, values, ours in PAPER_TABLE1 if ours}
+    if model == "grn":
+        return grn_report.paper_recall_at_10()
     return {**{v: acc for v, (_, acc) in PAPER_TABLE3.items()},
             **{v: PAPER_TABLE4[row] for v, row in TABLE4_VARIANTS.items() if v not in PAPER_TABLE3}}
 
@@ -49,6 +54,8 @@ def claims(cfg: Config, model: str) -> list[tuple[str, str]]:
     if model == "text_objseg":
         ours = [(f"{v}_highres", f"{v}_lowres") for v in cfg.text_objseg.variants]
         return list(dict.fromkeys([*SEGMENTATION_ORDER, *ours]))
+    if model == "grn":
+        return list(dict.fromkeys(pair for pairs in grn_report.CLAIMS.values() for pair in pairs))
     return [*PAPER_ORDER, ("attention_full", "text_only")]
 
 
@@ -164,7 +171,7 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
                  figure_path: Path, command: str, pretrain_seconds: float, wall_seconds: float) -> None:
     s = cfg.seed_study
     _figure(scores, figure_path)
-    sc, ar, seg = cfg.scrc, cfg.attention_regression, cfg.text_objseg
+    sc, ar, seg, gr = cfg.scrc, cfg.attention_regression, cfg.text_objseg, cfg.grn
     datasets, inputs = [], []
     if "scrc" in s.models:
         datasets += [sc.dataset, sc.caption_dataset]
@@ -177,7 +184,10 @@ def write_report(cfg: Config, scores: pd.DataFrame, claim_tables: dict[str, pd.D
         datasets.append(seg.dataset)
         inputs.append(ModelInput("segmentation model", seg.backbone, seg.pretrained, f"{seg.input_size} px",
                                  f"conv layers {'fixed' if seg.freeze_conv else 'trained'}"))
-    reports = ", ".join(f"{SEGMENTATION_REPORT if m == 'text_objseg' else m}.md" for m in s.models)
+    if "grn" in s.models:
+        datasets.append(gr.dataset)
+        inputs.append(ModelInput("GRN region features", gr.backbone, gr.pretrained, f"{gr.image_size} px", "frozen"))
+    reports = ", ".join(f"{REPORT_NAMES.get(m, m)}.md" for m in s.models)
     lines = ["# Training-seed study", "",
              *run_summary(cfg, datasets, inputs),
              f"Reproduce: `{command}` (not part of the embedded `dvc repro`: it retrains every variant "

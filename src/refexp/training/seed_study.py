@@ -37,17 +37,21 @@ log = logging.getLogger(__name__)
 NAME = "seed_study"
 # Params sections that decide what a seed's run computes (a change restarts that seed). A model's own
 # section counts only while the model is in `seed_study.models`.
-STUDY_SECTIONS = ("training", "scrc", "attention_regression", "text_objseg", "run", "pretrain_backbone")
+STUDY_SECTIONS = ("training", "scrc", "attention_regression", "text_objseg", "grn", "run", "pretrain_backbone")
 # The evaluation metric the study keeps as each variant's `score`, per model.
-SCORES = {"scrc": "test/p_at_1", "attention_regression": "test/accuracy", "text_objseg": "test/prec_at_0.5"}
+SCORES = {"scrc": "test/p_at_1", "attention_regression": "test/accuracy", "text_objseg": "test/prec_at_0.5",
+          "grn": "test/recall_at_10"}
 MODEL_DATASETS = {"scrc": ("dataset", "caption_dataset"), "attention_regression": ("dataset",),
-                  "text_objseg": ("dataset",)}
+                  "text_objseg": ("dataset",), "grn": ()}  # grn: the benchmark and its region maps, below
 # Keys of a model's section that the study's runs never read (the report's figures, the segmentation
 # baselines, which are deterministic or trained apart): a change of them restarts no seed. Names not (yet)
 # in the section are ignored.
 DIGEST_EXCLUDE = {"text_objseg": {"figure_examples", "baselines", "per_word", "grounder", "proposal_classifier",
                                   "mask_proposals", "n_box_proposals", "scrc_variant", "grabcut_iterations",
-                                  "stuff_words"}}
+                                  "stuff_words"},
+                  "grn": {"figure_examples", "eval_chunk"}}
+# A retrieval query is hit when a target is among the top GRN_HIT_RANK (the GRN paper's headline R@10).
+GRN_HIT_RANK = 10
 # A segmentation query is hit when its mask IoU reaches this (the paper's prec@0.5, the study's score).
 SEGMENTATION_HIT_IOU = 0.5
 
@@ -98,6 +102,13 @@ def _check_inputs(cfg: Config, paths: Paths) -> None:
         weights = paths.backbone_weights(section.backbone, section.pretrained)
         if weights is not None and not weights.exists():
             raise DataError(weights, "missing; run pretrain_backbone first (make seed-study runs it)")
+    if "grn" in cfg.seed_study.models:
+        from refexp.training import grn
+
+        for needed in grn.training_files(paths, cfg.grn, "rpn"):
+            if not needed.exists():
+                raise DataError(needed, "missing; make seed-study runs build_region_benchmark and "
+                                        "extract_region_features first")
 
 
 def _query_hits(model: str, variant: str, seed: int, table: pd.DataFrame, hits) -> pd.DataFrame:
@@ -182,6 +193,25 @@ def _segmentation_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict
     return rows, hits
 
 
+def _grn_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame]]:
+    """One row per GRN-paper variant: score R@10, with the other R@K and the median rank."""
+    from refexp.training import grn
+
+    rows, hits = [], []
+    for name in cfg.grn.variants:
+        trained = grn.train(cfg, spaths, name, progress=False)
+        started = time.perf_counter()
+        metrics, ranks, _ = grn.evaluate(cfg, spaths, name)
+        row = _score_row("grn", name, seed, trained, metrics, time.perf_counter() - started)
+        row.update({k.split("/", 1)[1]: float(v) for k, v in metrics.items()
+                    if k.startswith("test/recall_at_") or k == "test/median_rank"})
+        rows.append(row)
+        table = ranks.rename(columns={"query_region_id": "region_id"})
+        hits.append(_query_hits("grn", name, seed, table, table["rank"] <= GRN_HIT_RANK))
+        log.info("seed %d grn %s: R@10 %.4f, median rank %g", seed, name, rows[-1]["score"], metrics["test/median_rank"])
+    return rows, hits
+
+
 def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame], float]:
     """Every variant at one seed: (rows, per-query hits, SCRC caption pretraining seconds). Runs in a
     worker process."""
@@ -203,6 +233,9 @@ def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd
         rows, hits = rows + more_rows, hits + more_hits
     if "text_objseg" in cfg.seed_study.models:
         more_rows, more_hits = _segmentation_rows(scfg, spaths, seed)
+        rows, hits = rows + more_rows, hits + more_hits
+    if "grn" in cfg.seed_study.models:
+        more_rows, more_hits = _grn_rows(scfg, spaths, seed)
         rows, hits = rows + more_rows, hits + more_hits
     return rows, hits, pretrain_seconds
 

@@ -74,3 +74,30 @@ def test_validate_counts_add_up_and_clips():
                                   "skipped/nonpositive_box_size": 1, "skipped/unknown_image": 1}
     assert len(out) + skips.total == len(regions)
     assert out.attrs["clipped_to_image"] == 1 and np.isclose(out.loc[1, "width"], 10)
+
+
+def test_boxes_outside_their_image_or_of_zero_area_are_counted_with_file_and_region():
+    # 100 x 100 image; boxes are [x, x + width) x [y, y + height)
+    boxes = {
+        11: (-20, 10, 20, 10),   # ends at x = 0: left of the image
+        12: (10, -30, 10, 30),   # ends at y = 0: above it
+        13: (100, 10, 10, 10),   # starts at x = 100: right of it
+        14: (10, 100, 10, 10),   # starts at y = 100: below it
+        15: (10, 10, 0, 10),     # zero width
+        16: (10, 10, 10, 0),     # zero height
+        17: (10, 10, -5, 10),    # negative width
+        18: (99, 99, 10, 10),    # one pixel inside: kept, clipped to 1 x 1
+        19: (10, 10, 10, 10),    # fine
+    }
+    regions = pd.DataFrame([{"image_id": 1, "region_id": rid, "phrase": "a cup on a table", "x": x, "y": y,
+                             "width": w, "height": h} for rid, (x, y, w, h) in boxes.items()])
+    images = pd.DataFrame({"image_id": [1], "width": [100], "height": [100]})
+    skips = SkipCounter()
+    out = validate_regions(regions, images, skips, "vg/region_descriptions.json")
+    assert out["region_id"].tolist() == [18, 19]
+    assert skips.as_metrics() == {"skipped/outside_image": 4, "skipped/nonpositive_box_size": 3}
+    # each reason names the file and a record it dropped
+    assert skips.examples["outside_image"][0] == ("vg/region_descriptions.json", "11")
+    assert skips.examples["nonpositive_box_size"][0] == ("vg/region_descriptions.json", "15")
+    assert out.attrs["clipped_to_image"] == 1
+    assert out.loc[0, ["x", "y", "width", "height"]].tolist() == [99, 99, 1, 1]

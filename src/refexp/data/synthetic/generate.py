@@ -6,10 +6,20 @@ Visual Genome region descriptions from a second one, `default_rng([seed, VG_STRE
 `default_rng([seed, 11])`; nothing reads the clock, uuids, or set order,
 and every encoder is byte-stable (see encoding.py). So one seed gives byte-identical
 files, and the world does not depend on which formats are written.
+
+Visual Genome has its own size (`vg_images`, `vg_regions_per_image`): its layout holds the
+world's first min(vg_images, n_images) images (coco_id = the same image in coco/) and,
+beyond the world, `vg_images - n_images` VG-only scenes (ids n_images + 1..., coco_id null,
+as real VG has images outside COCO). VG-only scene j is drawn from its own generators,
+`default_rng([seed, VG_ONLY_STREAM, j])` for the scene and `[seed, VG_ONLY_DESCRIPTION_STREAM, j]`
+for its descriptions (`vg_only_region_descriptions`, a more varied wording than the shared
+images'), is built only when the VG layout is written, and never runs selective search: so
+the VG parameters cannot move a byte of the ReferIt or COCO layouts.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -25,7 +35,7 @@ import numpy as np
 from refexp.data import proposals
 from refexp.data.synthetic import encoding
 from refexp.data.synthetic.grammar import KINDS, Geometry, normalise_mix, scene_expressions
-from refexp.data.synthetic.language import captions, region_descriptions
+from refexp.data.synthetic.language import captions, region_descriptions, vg_only_region_descriptions
 from refexp.data.synthetic.scene import SceneParams, make_scene
 from refexp.data.synthetic.writers import WRITERS, SyntheticImage
 from refexp.processes import die_with_parent
@@ -37,6 +47,9 @@ FORMATS = tuple(WRITERS)
 SCENE_ATTEMPTS = 8
 # Second key of the region descriptions' generator (7 is the image's, 11 the split's).
 VG_STREAM = 13
+# Second keys of the VG-only scenes' generators: the scene's and its descriptions'.
+VG_ONLY_STREAM = 17
+VG_ONLY_DESCRIPTION_STREAM = 19
 
 
 def assign_splits(n_images: int, seed: int, val_fraction: float, test_fraction: float) -> list[str]:
@@ -75,9 +88,10 @@ def build_image(index: int, seed: int, split: str, params: SceneParams, weights:
 def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_height: int = 128,
                 min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
                 expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
-                captions_per_image: int = 5, vg_regions_per_image: int = 6, val_fraction: float = 0.1,
-                test_fraction: float = 0.2) -> Iterator[SyntheticImage]:
-    """The world's images in id order, without writing anything (what `generate` writes)."""
+                captions_per_image: int = 5, vg_images: int | None = None, vg_regions_per_image: int = 6,
+                val_fraction: float = 0.1, test_fraction: float = 0.2) -> Iterator[SyntheticImage]:
+    """The world's images in id order, then the VG-only scenes, without writing anything (what
+    `generate` writes; a VG-only scene has split "" and in_coco False)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     if not 1 <= min_objects <= max_objects:
@@ -86,9 +100,48 @@ def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_heigh
     params = SceneParams(width=image_width, height=image_height, min_objects=min_objects,
                          max_objects=max_objects, twin_fraction=twin_fraction)
     splits = assign_splits(n_images, seed, val_fraction, test_fraction)
+    _, vg_only = vg_sizes(n_images, vg_images)
     for index in range(n_images):
         yield build_image(index, seed, splits[index], params, weights, expressions_per_target,
                           captions_per_image, vg_regions_per_image)
+    for index in range(vg_only):
+        yield build_vg_only_image(index, seed, n_images + 1, params, vg_regions_per_image)
+
+
+def build_vg_only_image(index: int, seed: int, first_id: int, params: SceneParams,
+                        vg_regions_per_image: int) -> SyntheticImage:
+    """VG-only scene `index` (image id first_id + index): no split, expressions or captions."""
+    scene = make_scene(np.random.default_rng([seed, VG_ONLY_STREAM, index]), params)
+    return SyntheticImage(
+        image_id=first_id + index, split="", scene=scene, expressions=[], captions=[],
+        region_descriptions=vg_only_region_descriptions(
+            scene, vg_regions_per_image, np.random.default_rng([seed, VG_ONLY_DESCRIPTION_STREAM, index])),
+        in_coco=False)
+
+
+def vg_sizes(n_images: int, vg_images: int | None) -> tuple[int, int]:
+    """(world images in the VG layout, VG-only scenes) for `vg_images` (None: the world's n_images)."""
+    total = n_images if vg_images is None else vg_images
+    if total < 1:
+        raise ValueError(f"vg_images must be >= 1, got {vg_images}")
+    return min(total, n_images), max(0, total - n_images)
+
+
+@dataclass(frozen=True)
+class _VgOnlyJob:
+    """Builds VG-only scene `index` and writes its VG files (no selective search)."""
+
+    seed: int
+    first_id: int
+    params: SceneParams
+    vg_regions_per_image: int
+    root: Path
+
+    def __call__(self, index: int) -> tuple[dict[str, dict], Counter]:
+        item = build_vg_only_image(index, self.seed, self.first_id, self.params, self.vg_regions_per_image)
+        item.jpeg = encoding.jpeg_bytes(item.scene.image)
+        record = WRITERS["visual_genome"](self.root).write_image(item)
+        return {"visual_genome": record}, Counter(vg_only_images=1, vg_only_objects=len(item.scene.objects))
 
 
 @dataclass(frozen=True)
@@ -103,16 +156,18 @@ class _ImageJob:
     captions_per_image: int
     vg_regions_per_image: int
     roots: tuple[tuple[str, Path], ...]
+    vg_shared: int  # the first vg_shared images are in the VG layout too
 
     def __call__(self, index: int) -> tuple[dict[str, dict], Counter]:
         item = build_image(index, self.seed, self.splits[index], self.params, np.array(self.weights),
                            self.expressions_per_target, self.captions_per_image, self.vg_regions_per_image)
         item.jpeg = encoding.jpeg_bytes(item.scene.image)
-        if any(f == "referit" for f, _ in self.roots):
+        roots = tuple((f, root) for f, root in self.roots if f != "visual_genome" or index < self.vg_shared)
+        if any(f == "referit" for f, _ in roots):
             # Proposals from a real method, on the pixels every reader decodes (not the ground truth).
             item.proposals = proposals.selective_search(encoding.decode_jpeg(item.jpeg), proposals.DEFAULT_COUNT,
                                                         proposals.image_seed(str(item.image_id), self.seed))
-        records = {f: WRITERS[f](root).write_image(item) for f, root in self.roots}
+        records = {f: WRITERS[f](root).write_image(item) for f, root in roots}
         stats: Counter = Counter()
         _tally(stats, item)
         return records, stats
@@ -121,13 +176,15 @@ class _ImageJob:
 def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int = 128, image_height: int = 128,
              min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
              expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
-             captions_per_image: int = 5, vg_regions_per_image: int = 6, val_fraction: float = 0.1,
-             test_fraction: float = 0.2, formats: Iterable[str] = FORMATS, workers: int = 1) -> dict:
+             captions_per_image: int = 5, vg_images: int | None = None, vg_regions_per_image: int = 6,
+             val_fraction: float = 0.1, test_fraction: float = 0.2, formats: Iterable[str] = FORMATS,
+             workers: int = 1) -> dict:
     """Write the synthetic world to out_dir/<format>/ for each format; return counts.
 
     The keyword arguments are the fields of SyntheticConfig (expression_mix as a
     {kind: weight} dict; None means equal weights). With `workers` > 1, spawned
-    processes build the images; the files are the same bytes whatever the number. The
+    processes build the images; the files are the same bytes whatever the number. `vg_images`
+    (None: n_images) sizes the Visual Genome layout (see the module docstring). The
     default is 1: on the shared 2-core machine, 2 workers were not faster (see
     benchmarks/synthetic.py). Each format directory is written under a temporary name
     and renamed when complete, replacing a previous one.
@@ -146,6 +203,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
                                ("vg_regions_per_image", vg_regions_per_image, 1)):
         if value < least:
             raise ValueError(f"{name} must be >= {least}, got {value}")
+    vg_shared, vg_only = vg_sizes(n_images, vg_images)
     if hasattr(expression_mix, "model_dump"):  # an ExpressionMix section passed as is
         expression_mix = expression_mix.model_dump()
     weights = normalise_mix(dict(expression_mix) if expression_mix is not None else dict.fromkeys(KINDS, 1.0))
@@ -163,7 +221,10 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
                            max_objects=max_objects, twin_fraction=twin_fraction),
         weights=tuple(float(w) for w in weights), expressions_per_target=expressions_per_target,
         captions_per_image=captions_per_image, vg_regions_per_image=vg_regions_per_image,
-        roots=tuple((f, tmp[f]) for f in formats))
+        roots=tuple((f, tmp[f]) for f in formats), vg_shared=vg_shared)
+    vg_job = _VgOnlyJob(seed=seed, first_id=n_images + 1, params=job.params,
+                        vg_regions_per_image=vg_regions_per_image, root=tmp.get("visual_genome", out_dir))
+    n_vg_only = vg_only if "visual_genome" in formats else 0
     writers = {f: WRITERS[f](tmp[f]) for f in formats}
     stats: Counter = Counter()
     with contextlib.ExitStack() as stack:
@@ -171,14 +232,18 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
             # die_with_parent: a killed fetch_data leaves no worker rendering on its own.
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                                            initializer=die_with_parent, initargs=(os.getpid(),)))
-            results = pool.map(job, range(n_images), chunksize=16)
+            results = itertools.chain(pool.map(job, range(n_images), chunksize=16),
+                                      pool.map(vg_job, range(n_vg_only), chunksize=64))
         else:
-            results = map(job, range(n_images))
+            results = itertools.chain(map(job, range(n_images)), map(vg_job, range(n_vg_only)))
         for records, image_stats in results:  # in image order, whatever the workers
             for f, record in records.items():
                 writers[f].collect(record)
             stats.update(image_stats)
     counts = {"images": n_images, **{k: stats[k] for k in sorted(stats)}}
+    if "visual_genome" in formats:
+        counts.update(vg_images=vg_shared + n_vg_only, vg_only_images=n_vg_only,
+                      vg_only_objects=stats["vg_only_objects"])
     for f, writer in writers.items():
         counts.update(writer.finish())
         final = out_dir / f

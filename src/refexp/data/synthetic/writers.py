@@ -11,13 +11,14 @@
   image id to train/val/test. Instances are the objects (stuff is not a COCO 2014 thing).
 - Visual Genome v1.2: region_descriptions.json, image_data.json, region_graphs.json,
   VG_100K/<id>.jpg. Region width/height count pixels (x2 - x1 + 1). coco_id is the same
-  image in coco/. region_graphs.json covers the multi-object regions (2-3 objects, or an
-  object and a stuff region): the objects the phrase mentions (object_id = image_id *
+  image in coco/, null for the VG-only scenes beyond the shared world (generate.py).
+  region_graphs.json covers the multi-object regions (2-3 objects, or an object and a
+  stuff region): the objects the phrase mentions (object_id = image_id *
   1000 + scene region index, name = category, the object's box) and the relationships
   it states (synsets empty: no WordNet here). Single-object and stuff-only regions have
   no graph, so miners judge them by their phrase.
 
-Image ids are the same integers in all three (1..n_images).
+Image ids are the same integers in all three (1..n_images); VG-only scenes follow (n_images + 1...).
 
 Each writer has two halves so that images can be built in worker processes:
 `write_image(item)` writes that image's own files and returns a small picklable
@@ -53,6 +54,8 @@ class SyntheticImage:
     # Selective search on the decoded JPEG (refexp.data.proposals), set before the ReferIt writer runs.
     proposals: np.ndarray | None = field(repr=False, default=None)
     jpeg: bytes = field(repr=False, default=b"")
+    # False for a VG-only scene (beyond the shared world): Visual Genome's coco_id is then null.
+    in_coco: bool = True
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -204,7 +207,7 @@ class VisualGenomeWriter:
         _write(self.root / "VG_100K" / f"{item.image_id}.jpg", item.jpeg)
         image = {"width": item.scene.width, "url": f"synthetic/VG_100K/{item.image_id}.jpg",
                  "height": item.scene.height, "image_id": item.image_id,
-                 "coco_id": item.image_id, "flickr_id": None}
+                 "coco_id": item.image_id if item.in_coco else None, "flickr_id": None}
         regions = []
         for d in item.region_descriptions:
             objects = []
