@@ -39,10 +39,13 @@ referit-image-free: setup
 	$(PY) -m stages.prepare_referit referit_real
 	$(PY) -m stages.referit_image_free
 
-# The training-seed study (not part of `make run`: every SCRC and regression variant retrained at each of
+# The training-seed study (not part of `make run`: every variant of seed_study.models retrained at each of
 # seed_study.seeds, from the pipeline's pretrained backbone): reports/seed_study.md and reports/metrics/seed_study.json.
+# First the data stages it reads: prepared tables (prepare_refer: vision_text_only's G-Ref and UNC-Ref),
+# synth_expressions' class-name rows, the backbone and the GRN's region features.
 seed-study: setup
-	$(VENV)/bin/dvc repro prepare_referit prepare_coco pretrain_backbone extract_region_features
+	$(VENV)/bin/dvc repro prepare_referit prepare_coco prepare_refer synth_expressions pretrain_backbone \
+	  extract_region_features
 	$(PY) -m stages.seed_study
 
 # Train stages again from scratch: `dvc repro -f` alone resumes a finished checkpoint and trains nothing.

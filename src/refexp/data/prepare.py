@@ -2,18 +2,21 @@
 
 prepare_referit: data/raw/<name> (ReferIt layout) -> tuples.parquet + vocab.txt
 prepare_coco:    data/raw/<name> (COCO 2014 layout) -> captions.parquet + instances.parquet + vocab.txt
+prepare_refer:   data/raw/<name> (refer API layout) -> tuples.parquet (with masks) + vocab.txt
 
 Every record read is accounted for in the metrics, in one unit per table:
   input/<unit> = rows kept + every skipped/<reason> of that unit
-(prepare_referit: unit expressions, rows = the <split>/tuples, skips `skipped/<reason>`;
-prepare_coco: units captions and instances, skips `skipped/<unit>/<reason>`).
+(prepare_referit and prepare_refer: unit expressions, rows = the <split>/tuples, skips
+`skipped/<reason>`; prepare_coco: units captions and instances, skips `skipped/<unit>/<reason>`).
 Rows kept with a missing or unusable field are counted apart, in rows:
 kept_with_defect/[<unit>/]<reason> (mask_missing, mask_empty, image_missing,
 image_unreadable, image_truncated, image_size_mismatch); such a field is <NA>.
 checks/<name> states whether a cross-check could be made (a split list, the
-imcrop file, the image and mask folders; false = the layout lacks the file, and
-the check was not made). A split left with no rows at all is a DataError naming
-its file, and so is an image listed in two ReferIt splits.
+imcrop file, the image and mask folders, the refer splits' images; false = the
+layout lacks the file, or the split is not by image, and the check was not made).
+A split left with no rows at all is a DataError naming its file, and so is an
+image listed in two ReferIt splits or in two splits of a refer split_by that
+splits by image.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from refexp.data import coco, referit
+from refexp.config import ConfigError, DatasetConfig
+from refexp.data import coco, refer, referit
 from refexp.data.coco import encode_mask
 from refexp.data.schema import to_frame
 from refexp.data.skips import DataError, SkipCounter
@@ -279,3 +283,68 @@ def prepare_coco(raw_dir: Path, dataset: str, min_word_count: int, max_tokens: i
         metrics.update(defects.as_metrics(f"kept_with_defect/{unit}/"))
     metrics.update({f"checks/{name}": made for name, made in sorted(checks.items())})
     return caps, inst, vocab, metrics
+
+
+# refer split_bys whose splits are by image (Yu et al.'s unc, Nagaraja et al.'s umd, ReferIt's berkeley);
+# refcocog's google split is by object: its train and val share images, and the check is not made.
+REFER_SPLITS_BY_IMAGE = ("unc", "umd", "berkeley")
+
+
+def _images_in_several_splits(df: pd.DataFrame) -> pd.Series:
+    """image_id -> the splits it is in (canonical order), for each image in more than one split."""
+    order = {s: i for i, s in enumerate(refer.KNOWN_SPLITS)}
+    splits = df.groupby("image_id", sort=True)["split"].agg(lambda s: sorted(set(s), key=order.get))
+    return splits[splits.map(len) > 1]
+
+
+def prepare_refer(raw_dir: Path, dataset: str, dataset_cfg: DatasetConfig, min_word_count: int, max_tokens: int,
+                  repo_root: Path = Path(".")) -> tuple[pd.DataFrame, Vocab, dict]:
+    """refer API layout (refs(<split_by>).p + instances.json under raw_dir[/<refer dataset>], images in
+    raw_dir/<image_dir>) -> one row per (ref, sentence) with box and mask, the train split's vocabulary,
+    and metrics (input/expressions = the <split>/tuples + every skipped/<reason>)."""
+    skips, defects, checks = SkipCounter(), SkipCounter(kind=DEFECT), {}
+    if dataset_cfg.format != "refer" or dataset_cfg.split_by is None:
+        raise ConfigError(f"datasets.{dataset}: format {dataset_cfg.format!r} with split_by "
+                          f"{dataset_cfg.split_by!r}; prepare_refer reads format 'refer' with a split_by")
+    split_by = dataset_cfg.split_by
+    name = dataset_cfg.refer_name(dataset)
+    refs_path = refer.dataset_dir(raw_dir, name, split_by) / refer.refs_file(split_by)
+    image_dir = raw_dir / dataset_cfg.image_dir
+    # Without the image folder this is an annotation-only copy: image_path is <NA> throughout, by design.
+    checks["image_files_checked"] = image_dir.is_dir()
+    df = refer.load(raw_dir, name, split_by, skips=skips, defects=defects,
+                    image_dir=image_dir if image_dir.is_dir() else None)
+    _require_rows(df.loc[df["split"] == "train"], refs_path, "the train split (the vocabulary's)",
+                  "expressions", skips)
+    if image_dir.is_dir():  # refer.load counted the missing files; here the unreadable, truncated, mis-sized
+        found = df["image_path"].notna()
+        df.loc[found, "image_path"] = _usable_images(df.loc[found], defects, {}, image_dir)
+    df["image_path"] = _repo_relative(df["image_path"], repo_root)
+    shared = _images_in_several_splits(df)
+    checks["split_images_disjoint"] = split_by in REFER_SPLITS_BY_IMAGE
+    if split_by in REFER_SPLITS_BY_IMAGE and len(shared):
+        image_id, splits = next(iter(shared.items()))
+        raise DataError(refs_path, f"image {image_id} is in the {' and the '.join(splits)} split, but split_by "
+                        f"{split_by!r} splits by image ({len(shared)} images are in more than one split)",
+                        record=f"image {image_id}")
+    df["dataset"] = dataset
+    truncated = _clip_tokens(df, "tokens", max_tokens)
+    df = to_frame(df)
+    vocab = Vocab.build(df.loc[df["split"] == "train", "tokens"], min_word_count)
+    metrics: dict = {}
+    for split in (s for s in refer.KNOWN_SPLITS if (df["split"] == s).any()):
+        part = df.loc[df["split"] == split]
+        metrics[f"{split}/tuples"] = len(part)
+        metrics[f"{split}/images"] = int(part["image_id"].nunique())
+        metrics[f"{split}/refs"] = int(part["ref_id"].nunique())
+    metrics["vocab/source"] = f"train split (words seen >= {min_word_count} times)"
+    metrics["truncated_expressions"] = truncated
+    metrics["tuples_with_mask"] = int(df["mask_rle"].notna().sum())
+    # Reported for every split_by (google's train and val share images by design).
+    metrics["images_in_several_splits"] = len(shared)
+    metrics.update(_vocab_metrics(vocab, df, "tokens"))
+    metrics.update(skips.input_metrics())
+    metrics.update(skips.as_metrics())
+    metrics.update(defects.as_metrics("kept_with_defect/"))
+    metrics.update({f"checks/{check}": made for check, made in sorted(checks.items())})
+    return df, vocab, metrics

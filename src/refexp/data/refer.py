@@ -18,14 +18,18 @@ sentences of the refs read): a ref whose annotation is not in instances.json
 [ref_without_annotation], an annotation whose image is not listed
 [annotation_without_image], a box with w <= 0 or h <= 0 [nonpositive_box_size],
 a box beyond its image [box_outside_image], an empty sentence
-[empty_expression], a sentence whose sent_id an earlier sentence already has
-[duplicate_sent_id]. Rows kept with a defect, counted in `defects`: an
+[empty_expression], a sentence whose text has no word at all once tokenized
+("?!") [no_tokens], a sentence whose sent_id an earlier sentence already has
+[duplicate_sent_id]; each skip's log line names the file and the ref (and
+sent_id). Rows kept with a defect, counted in `defects`: an
 annotation without segmentation [mask_missing] or with one pycocotools cannot
 read [bad_polygon, bad_rle] keeps mask_rle <NA>; an unknown category
 [unknown_category] keeps category <NA>; with image_dir, an image not there
 [image_missing] keeps image_path <NA>. A ref id listed twice, or a ref field of
-the wrong type, or a ref whose image_id is not its annotation's image, is a
-DataError naming the file and the ref.
+the wrong type, or a ref whose image_id is not its annotation's image, or a ref
+in a split outside KNOWN_SPLITS (train, val, test, testA, testB, testC: those of
+every released refs file; checked over all refs, whichever split is asked for),
+is a DataError naming the file and the ref.
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ log = logging.getLogger(__name__)
 
 DATASETS = ("refclef", "refcoco", "refcoco+", "refcocog")
 REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
+# The splits of the released refs files: refcoco/refcoco+ unc train/val/testA/testB, refcoco google
+# train/val/test, refcocog google train/val and umd train/val/test, refclef unc train/val/testA/testB/testC
+# and berkeley train/val/test. Any other name would be a split no stage evaluates or trains on.
+KNOWN_SPLITS = ("train", "val", "test", "testA", "testB", "testC")
 
 
 class UnsafePickleError(pickle.UnpicklingError, DataError):
@@ -145,6 +153,10 @@ def load(root: str | Path, dataset: str, split_by: str, split: str | None = None
     instances_path = folder / "instances.json"
     refs = read_refs(refs_path)
     coco = read_coco(instances_path, ("images", "annotations", "categories"))
+    for ref in refs:
+        if ref["split"] not in KNOWN_SPLITS:
+            raise DataError(refs_path, f"ref is in unknown split {ref['split']!r} (known: {', '.join(KNOWN_SPLITS)})",
+                            record=f"ref_id {ref['ref_id']}")
     available = sorted({r["split"] for r in refs})
     if split is not None and split not in available:
         raise DataError(refs_path, f"no refs in split {split!r}; splits present: {available}")
@@ -199,6 +211,10 @@ def load(root: str | Path, dataset: str, split_by: str, split: str | None = None
             if not text.strip():
                 skips.add("empty_expression", refs_path, f"{record} sent_id {sent_id}")
                 continue
+            tokens = tokenize(text)
+            if not tokens:  # punctuation only ("?!"): nothing to embed or to ground
+                skips.add("no_tokens", refs_path, f"{record} sent_id {sent_id}")
+                continue
             if sent_id is not None:
                 sent_ids.add(sent_id)
             kept += 1
@@ -213,7 +229,7 @@ def load(root: str | Path, dataset: str, split_by: str, split: str | None = None
             cols["y2"].append(y + h - 1)
             cols["mask_rle"].append(mask)
             cols["expression"].append(text)
-            cols["tokens"].append(tokenize(text))
+            cols["tokens"].append(tokens)
             cols["category"].append(cat["name"] if cat else None)
             cols["split"].append(ref["split"])
             cols["ref_id"].append(ref["ref_id"])

@@ -56,8 +56,20 @@ def row_datasets(cfg: Config, stage: str, item: str) -> list[str]:
                 **{stage: [cfg.grn.dataset] for stage in ("train_region_proposals", "extract_region_features",
                                                           "train_grn", "evaluate_grn")}}
     if stage == "experiment":
+        from refexp.training.seed_study import study_datasets
+
         return {"referit_image_free": [cfg.referit_image_free.dataset],
-                "seed_study": list(dict.fromkeys(getattr(cfg, m).dataset for m in cfg.seed_study.models))}.get(item, [])
+                "seed_study": list(study_datasets(cfg))}.get(item, [])
+    vto = cfg.vision_text_only
+    if stage in ("train_vision_text_only_lowres", "train_vision_text_only_highres", "evaluate_vision_text_only"):
+        if item in vto.variants:
+            return [vto.variants[item].dataset]
+        fused = item.rsplit("_", 1)[0]  # <dataset>_category, <dataset>_full
+        return [fused] if fused in vto.full else []
+    if stage in ("train_expression_classifier", "train_vision_text_only_full"):
+        return [item] if item in vto.full else []
+    if stage == "train_category_fcn":
+        return [vto.synthesized_dataset]
     return by_stage.get(stage, [item] if item in cfg.datasets else [])
 
 

@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from refexp.artifacts import save_torch
-from refexp.config import Config, TextObjSegConfig
+from refexp.config import Config, TextObjSegConfig, TextObjSegModelConfig
 from refexp.data.coco import decode_rle
 from refexp.data.letterbox import Letterbox, any_positive_downsample
 from refexp.data.skips import DataError
@@ -179,9 +179,16 @@ def build_image_net(section: TextObjSegConfig, feature_dim: int, paths: Paths):
 
 
 def build(section: TextObjSegConfig, variant: str, vocab_size: int, resolution: str, paths: Paths) -> TextObjSeg:
-    m = section.variant_model(variant)
+    return build_model(section, section.variant_model(variant), vocab_size, resolution, paths)
+
+
+def build_model(section: TextObjSegConfig, m: TextObjSegModelConfig, vocab_size: int, resolution: str, paths: Paths,
+                embeddings: torch.Tensor | None = None, freeze_embeddings: bool = False) -> TextObjSeg:
+    """The model of `m` on the section's image side; `embeddings` (vocab, embed_dim) fill the word
+    embedding matrix, fixed when `freeze_embeddings` (the vision-only/text-only paper's GloVe)."""
     return TextObjSeg(build_image_net(section, m.feature_dim, paths), vocab_size, m.embed_dim, m.text_hidden,
-                      m.classifier_hidden, m.spatial, upsample=resolution == "highres", freeze_conv=section.freeze_conv)
+                      m.classifier_hidden, m.spatial, upsample=resolution == "highres", embeddings=embeddings,
+                      freeze_embeddings=freeze_embeddings, freeze_conv=section.freeze_conv)
 
 
 def make_loss_fn(model: TextObjSeg, weights: tuple[float, float], weight_decay: float):
@@ -200,28 +207,39 @@ def make_loss_fn(model: TextObjSeg, weights: tuple[float, float], weight_decay: 
 
 def seg_run_key(cfg: Config, variant: str, resolution: str, files: list[Path]) -> str:
     s = cfg.text_objseg
+    return seg_key(s, {"dataset": s.dataset, "train_split": s.train_split,
+                       "model": s.variant_model(variant).model_dump()}, resolution, files, [sys.modules[__name__]])
+
+
+def seg_key(s: TextObjSegConfig, run: dict, resolution: str, files: list[Path], modules: list) -> str:
+    """The fingerprint of one LSTM-CNN training: the section's image side and recipe, the run's own
+    params (`run`: dataset, split, model, ...), the data files and the code."""
     import refexp.data.letterbox
     import refexp.models.backbones
     import refexp.models.text_objseg
 
-    params = {**s.model_dump(include={"dataset", "train_split", "backbone", "pretrained", "freeze_conv",
-                                      "cache_frozen_features", "input_size",
+    params = {**s.model_dump(include={"backbone", "pretrained", "freeze_conv", "cache_frozen_features", "input_size",
                                       "weight_decay", f"{resolution}_loss_weights"}),
-              "model": s.variant_model(variant).model_dump(), "resolution": resolution}
+              **run, "resolution": resolution}
     return run_key(files, [refexp.models.text_objseg, refexp.models.backbones, refexp.data.letterbox,
-                           sys.modules[__name__]], params)
+                           sys.modules[__name__], *modules], params)
 
 
 def training_rows(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, Vocab, int]:
     """The train split's (or trainval's) rows with a mask, the vocabulary, and how many rows had no mask."""
     s = cfg.text_objseg
     df, vocab = read_prepared(paths, s.dataset)
-    splits = ("train", "val") if s.train_split == "trainval" else ("train",)
+    rows, no_mask = split_with_masks(df, s.train_split, paths.tuples(s.dataset))
+    return rows, vocab, no_mask
+
+
+def split_with_masks(df: pd.DataFrame, train_split: str, path: Path) -> tuple[pd.DataFrame, int]:
+    """The rows of `train_split` (trainval: train and val) that have a mask, and how many had none."""
+    splits = ("train", "val") if train_split == "trainval" else (train_split,)
     part = df[df["split"].isin(splits)].reset_index(drop=True)
     if part.empty:
-        raise DataError(paths.tuples(s.dataset), f"no {s.train_split} tuples")
-    rows, no_mask = with_masks(part, paths.tuples(s.dataset))
-    return rows, vocab, no_mask
+        raise DataError(path, f"no {train_split} tuples")
+    return with_masks(part, path)
 
 
 def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bool = True) -> dict:
@@ -230,29 +248,41 @@ def train(cfg: Config, paths: Paths, variant: str, resolution: str, progress: bo
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     model = build(s, variant, len(vocab), resolution, paths)
     files = [paths.tuples(s.dataset), paths.vocab(s.dataset)]
+    training = cfg.training.merged(s.lowres_training if resolution == "lowres" else s.highres_training,
+                                   f"text_objseg.{resolution}_training")
+    return fit_resolution(cfg, paths, model, train_rows, vocab, resolution, training,
+                          model_dir(paths, "lowres", variant), model_dir(paths, resolution, variant),
+                          paths.plots(STAGE[resolution], variant), s.variant_model(variant).max_tokens,
+                          lambda files: seg_run_key(cfg, variant, resolution, files), files, no_mask,
+                          f"train_text_objseg_lowres {variant}", progress)
+
+
+def fit_resolution(cfg: Config, paths: Paths, model: TextObjSeg, train_rows: pd.DataFrame, vocab: Vocab,
+                   resolution: str, training, lowres_dir: Path, out_dir: Path, curve_path: Path, max_tokens: int,
+                   key_of, files: list[Path], no_mask: int, lowres_stage: str, progress: bool = True) -> dict:
+    """One resolution's training of `model` on `train_rows` (the high-res model starts from lowres_dir's
+    weights, trained by `lowres_stage`), checkpointed in out_dir; key_of(files) is the run's fingerprint."""
+    s = cfg.text_objseg
     weights = paths.backbone_weights(s.backbone, s.pretrained)
-    files += [weights] if weights else []
+    files = files + ([weights] if weights else [])
     if resolution == "highres":
-        init = model_dir(paths, "lowres", variant) / MODEL_FILE
+        init = lowres_dir / MODEL_FILE
         if not init.exists():
-            raise DataError(init, f"missing; train_text_objseg_lowres {variant} first (high resolution starts from it)")
+            raise DataError(init, f"missing; run {lowres_stage} first (high resolution starts from it)")
         missing, unexpected = model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True), strict=False)
         if unexpected or any(not k.startswith("upsample.") for k in missing):
             raise DataError(init, f"not a low-resolution model of this variant (missing {missing}, unexpected {unexpected})")
         files.append(init)
-    examples = build_examples(train_rows, vocab, paths.root, s.input_size, s.variant_model(variant).max_tokens,
+    examples = build_examples(train_rows, vocab, paths.root, s.input_size, max_tokens,
                               1 if resolution == "highres" else model.stride)
     if s.cache_frozen_features:
         examples.cache_body_maps(model.image_net)
-    training = cfg.training.merged(s.lowres_training if resolution == "lowres" else s.highres_training,
-                                   f"text_objseg.{resolution}_training")
     weights_fb = s.lowres_loss_weights if resolution == "lowres" else s.highres_loss_weights
-    metrics = fit(model, examples, make_loss_fn(model, weights_fb, s.weight_decay), training,
-                  model_dir(paths, resolution, variant), seed=cfg.run.seed, collate_fn=collate,
-                  curve_path=paths.plots(STAGE[resolution], variant), deterministic=cfg.run.deterministic,
-                  progress=progress, run_key=seg_run_key(cfg, variant, resolution, files))
+    metrics = fit(model, examples, make_loss_fn(model, weights_fb, s.weight_decay), training, out_dir,
+                  seed=cfg.run.seed, collate_fn=collate, curve_path=curve_path, deterministic=cfg.run.deterministic,
+                  progress=progress, run_key=key_of(files))
     if not metrics.get("train/stopped_early"):
-        save_torch(model.state_dict(), model_dir(paths, resolution, variant) / MODEL_FILE)
+        save_torch(model.state_dict(), out_dir / MODEL_FILE)
     metrics.update({"train/tuples": len(examples), "train/images": len(examples.images),
                     "train/skipped_without_mask": no_mask,
                     "train/foreground_fraction": float(examples.labels.float().mean())})

@@ -3,7 +3,9 @@
 Same input -> same bytes, always: JPEG through PIL with fixed quality and no
 metadata; MATLAB .mat through scipy with the 116-byte header text (which scipy
 stamps with the creation time) replaced by a fixed one; JSON in a fixed key order;
-proposals in numpy's savetxt float format. Masks become COCO polygons (contourpy
+proposals in numpy's savetxt float format; the refer API's refs pickles in protocol 2 with
+one object per distinct string (pickle memoises by identity, so equal values give equal bytes
+whichever process built them). Masks become COCO polygons (contourpy
 iso-lines at 0.5, which rasterise back exactly through pycocotools) or uncompressed
 COCO RLE (for masks with holes, which polygons cannot express).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from typing import Any
 
 import contourpy
@@ -60,6 +63,27 @@ def referit_json(obj: Any) -> bytes:
 
 def compact_json(obj: Any) -> bytes:
     return json.dumps(obj).encode("utf-8")
+
+
+def refs_pickle(obj: Any) -> bytes:
+    """Pickle protocol 2 (Python 2 reads it, as the refer API's refs(*).p are) of builtin lists,
+    dicts, strings and ints. Every string is replaced by one shared object per value first: the
+    pickler memoises by object identity, so strings that arrived as separate objects (from worker
+    processes) would otherwise be written again where shared ones are back-references."""
+    strings: dict[str, str] = {}
+
+    def canonical(o: Any) -> Any:
+        if type(o) is str:
+            return strings.setdefault(o, o)
+        if type(o) is list:
+            return [canonical(v) for v in o]
+        if type(o) is dict:
+            return {canonical(k): canonical(v) for k, v in o.items()}
+        if type(o) is int:
+            return o
+        raise TypeError(f"refs pickles hold only lists, dicts, str and int, not {type(o).__name__}")
+
+    return pickle.dumps(canonical(obj), protocol=2)
 
 
 def _crop(mask: np.ndarray) -> tuple[np.ndarray, int, int]:

@@ -15,6 +15,12 @@ as real VG has images outside COCO). VG-only scene j is drawn from its own gener
 for its descriptions (`vg_only_region_descriptions`, a more varied wording than the shared
 images'), is built only when the VG layout is written, and never runs selective search: so
 the VG parameters cannot move a byte of the ReferIt or COCO layouts.
+
+The refer layout's expressions (refer_language.py: UNC-Ref and G-Ref styles, `refer` params)
+are computed only when that layout is written, from their own generators
+`default_rng([seed, 23 (UNC) or 29 (G-Ref), i])` and, for the testA/testB cut,
+`default_rng([seed, 31])`: so writing it, or changing its parameters, moves no byte of the
+other layouts.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from refexp.data import proposals
 from refexp.data.synthetic import encoding
 from refexp.data.synthetic.grammar import KINDS, Geometry, normalise_mix, scene_expressions
 from refexp.data.synthetic.language import captions, region_descriptions, vg_only_region_descriptions
+from refexp.data.synthetic.refer_language import ReferParams, image_refs, refer_params, refer_splits
 from refexp.data.synthetic.scene import SceneParams, make_scene
 from refexp.data.synthetic.writers import WRITERS, SyntheticImage
 from refexp.processes import die_with_parent
@@ -89,9 +96,11 @@ def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_heigh
                 min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
                 expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
                 captions_per_image: int = 5, vg_images: int | None = None, vg_regions_per_image: int = 6,
-                val_fraction: float = 0.1, test_fraction: float = 0.2) -> Iterator[SyntheticImage]:
+                val_fraction: float = 0.1, test_fraction: float = 0.2, refer: Mapping | None = None,
+                with_refer: bool = False) -> Iterator[SyntheticImage]:
     """The world's images in id order, then the VG-only scenes, without writing anything (what
-    `generate` writes; a VG-only scene has split "" and in_coco False)."""
+    `generate` writes; a VG-only scene has split "" and in_coco False). With `with_refer`, each
+    world image also carries its refer layout refs (`item.refer`, from the `refer` params)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     if not 1 <= min_objects <= max_objects:
@@ -101,9 +110,13 @@ def iter_images(n_images: int, seed: int, *, image_width: int = 128, image_heigh
                          max_objects=max_objects, twin_fraction=twin_fraction)
     splits = assign_splits(n_images, seed, val_fraction, test_fraction)
     _, vg_only = vg_sizes(n_images, vg_images)
+    refer_p, by_style = refer_params(refer), refer_splits(splits, seed)
     for index in range(n_images):
-        yield build_image(index, seed, splits[index], params, weights, expressions_per_target,
-                          captions_per_image, vg_regions_per_image)
+        item = build_image(index, seed, splits[index], params, weights, expressions_per_target,
+                           captions_per_image, vg_regions_per_image)
+        if with_refer:
+            _add_refs(item, index, seed, by_style, refer_p)
+        yield item
     for index in range(vg_only):
         yield build_vg_only_image(index, seed, n_images + 1, params, vg_regions_per_image)
 
@@ -125,6 +138,11 @@ def vg_sizes(n_images: int, vg_images: int | None) -> tuple[int, int]:
     if total < 1:
         raise ValueError(f"vg_images must be >= 1, got {vg_images}")
     return min(total, n_images), max(0, total - n_images)
+
+
+def _add_refs(item: SyntheticImage, index: int, seed: int, by_style: Mapping[str, tuple[str, ...]],
+              params: ReferParams) -> None:
+    item.refer = image_refs(item.scene, index, seed, {style: s[index] for style, s in by_style.items()}, params)
 
 
 @dataclass(frozen=True)
@@ -157,6 +175,8 @@ class _ImageJob:
     vg_regions_per_image: int
     roots: tuple[tuple[str, Path], ...]
     vg_shared: int  # the first vg_shared images are in the VG layout too
+    refer: ReferParams
+    refer_splits: tuple[tuple[str, tuple[str, ...]], ...]  # (style, split per image)
 
     def __call__(self, index: int) -> tuple[dict[str, dict], Counter]:
         item = build_image(index, self.seed, self.splits[index], self.params, np.array(self.weights),
@@ -167,6 +187,8 @@ class _ImageJob:
             # Proposals from a real method, on the pixels every reader decodes (not the ground truth).
             item.proposals = proposals.selective_search(encoding.decode_jpeg(item.jpeg), proposals.DEFAULT_COUNT,
                                                         proposals.image_seed(str(item.image_id), self.seed))
+        if any(f == "refer" for f, _ in roots):
+            _add_refs(item, index, self.seed, dict(self.refer_splits), self.refer)
         records = {f: WRITERS[f](root).write_image(item) for f, root in roots}
         stats: Counter = Counter()
         _tally(stats, item)
@@ -177,14 +199,16 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
              min_objects: int = 2, max_objects: int = 6, expressions_per_target: int = 3,
              expression_mix: Mapping[str, float] | None = None, twin_fraction: float = 0.6,
              captions_per_image: int = 5, vg_images: int | None = None, vg_regions_per_image: int = 6,
-             val_fraction: float = 0.1, test_fraction: float = 0.2, formats: Iterable[str] = FORMATS,
-             workers: int = 1) -> dict:
+             val_fraction: float = 0.1, test_fraction: float = 0.2, refer: Mapping | None = None,
+             formats: Iterable[str] = FORMATS, workers: int = 1) -> dict:
     """Write the synthetic world to out_dir/<format>/ for each format; return counts.
 
     The keyword arguments are the fields of SyntheticConfig (expression_mix as a
     {kind: weight} dict; None means equal weights). With `workers` > 1, spawned
     processes build the images; the files are the same bytes whatever the number. `vg_images`
-    (None: n_images) sizes the Visual Genome layout (see the module docstring). The
+    (None: n_images) sizes the Visual Genome layout (see the module docstring); `refer` (a dict or
+    the SyntheticReferConfig section; None: the defaults) parametrises the refer layout's
+    expressions (refer_language.refer_params). The
     default is 1: on the shared 2-core machine, 2 workers were not faster (see
     benchmarks/synthetic.py). Each format directory is written under a temporary name
     and renamed when complete, replacing a previous one.
@@ -209,19 +233,22 @@ def generate(out_dir: str | Path, n_images: int, seed: int, *, image_width: int 
     weights = normalise_mix(dict(expression_mix) if expression_mix is not None else dict.fromkeys(KINDS, 1.0))
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    refer_p = refer_params(refer)  # validated even when the refer layout is not written
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = {f: out_dir / f".{f}.partial" for f in formats}
     for path in tmp.values():
         shutil.rmtree(path, ignore_errors=True)
+    splits = tuple(assign_splits(n_images, seed, val_fraction, test_fraction))
     job = _ImageJob(
-        seed=seed, splits=tuple(assign_splits(n_images, seed, val_fraction, test_fraction)),
+        seed=seed, splits=splits,
         params=SceneParams(width=image_width, height=image_height, min_objects=min_objects,
                            max_objects=max_objects, twin_fraction=twin_fraction),
         weights=tuple(float(w) for w in weights), expressions_per_target=expressions_per_target,
         captions_per_image=captions_per_image, vg_regions_per_image=vg_regions_per_image,
-        roots=tuple((f, tmp[f]) for f in formats), vg_shared=vg_shared)
+        roots=tuple((f, tmp[f]) for f in formats), vg_shared=vg_shared,
+        refer=refer_p, refer_splits=tuple(refer_splits(splits, seed).items()))
     vg_job = _VgOnlyJob(seed=seed, first_id=n_images + 1, params=job.params,
                         vg_regions_per_image=vg_regions_per_image, root=tmp.get("visual_genome", out_dir))
     n_vg_only = vg_only if "visual_genome" in formats else 0

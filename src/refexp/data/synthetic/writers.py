@@ -1,4 +1,4 @@
-"""Writers of the three real layouts, fed one synthetic image at a time.
+"""Writers of the four real layouts, fed one synthetic image at a time.
 
 - ReferIt (Hu et al.'s text_objseg / SCRC release, laid out like ../shared/data/referit):
   images/<id>.jpg, mask/<id>_<k>.mat, proposals/<id>.txt, splits/referit_<split>_imlist.txt,
@@ -18,16 +18,27 @@
   it states (synsets empty: no WordNet here). Single-object and stuff-only regions have
   no graph, so miners judge them by their phrase.
 
-Image ids are the same integers in all three (1..n_images); VG-only scenes follow (n_images + 1...).
+- refer API (lichengunc/refer), as the official refcoco/refcocog downloads extract
+  (manifest.yaml): refcoco/{refs(unc).p, instances.json} (UNC-Ref style),
+  refcocog/{refs(google).p, instances.json} (G-Ref style) and
+  images/mscoco/images/train2014/COCO_train2014_%012d.jpg, every world image once (the refer
+  datasets all use COCO train2014 images). instances.json is COCO format over every image and
+  object, the annotations exactly as coco/ has them (same ids, boxes, segmentations); refs
+  (refer_language.py) cover objects only, ref and sentence ids count from 0 per dataset, and a
+  ref's file_name is COCO_train2014_<image id %012d>_<ann id>.jpg.
+
+Image ids are the same integers in all four (1..n_images); VG-only scenes follow (n_images + 1...).
 
 Each writer has two halves so that images can be built in worker processes:
 `write_image(item)` writes that image's own files and returns a small picklable
 record (it touches no writer state), and `collect(record)`, called in image order in
 one process, aggregates the annotation files that `finish()` writes. Ids that count
-across images (COCO annotation ids, VG region ids) are assigned in `collect`.
+across images (COCO annotation ids, VG region ids, refer ref and sentence ids) are assigned in
+`collect`.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +46,10 @@ import numpy as np
 
 from refexp.data import proposals
 from refexp.data.synthetic import encoding
-from refexp.data.synthetic.grammar import Expression
+from refexp.data.synthetic.grammar import KINDS, Expression
 from refexp.data.synthetic.language import RegionDescription
+from refexp.data.synthetic.refer_language import DATASETS, SPLIT_BY, STYLES, StyleRefs
+from refexp.data.synthetic.refer_language import SPLITS as REFER_SPLITS
 from refexp.data.synthetic.scene import Scene
 from refexp.data.synthetic.vocabulary import SHAPES
 
@@ -56,6 +69,8 @@ class SyntheticImage:
     jpeg: bytes = field(repr=False, default=b"")
     # False for a VG-only scene (beyond the shared world): Visual Genome's coco_id is then null.
     in_coco: bool = True
+    # The refer layout's refs per style (refer_language.image_refs), set before the refer writer runs.
+    refer: dict[str, StyleRefs] | None = field(repr=False, default=None)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -138,6 +153,33 @@ def coco_file_name(split_dir: str, image_id: int) -> str:
     return f"COCO_{split_dir}_{image_id:012d}.jpg"
 
 
+def coco_image(item: SyntheticImage, split_dir: str) -> dict:
+    """The image's entry of a COCO instances file (its JPEG in split_dir)."""
+    name = coco_file_name(split_dir, item.image_id)
+    return {
+        "license": 1, "file_name": name, "coco_url": f"synthetic/{split_dir}/{name}",
+        "height": item.scene.height, "width": item.scene.width,
+        "date_captured": "2014-01-01 00:00:00", "flickr_url": "", "id": item.image_id,
+    }
+
+
+def coco_instances(item: SyntheticImage) -> list[dict]:
+    """The image's objects as COCO annotations, without their ids (the writers number them in
+    `collect`): box [x, y, w, h] of the visible pixels, polygons, or uncompressed RLE for a mask
+    with holes."""
+    instances = []
+    for obj in item.scene.objects:
+        x1, y1, x2, y2 = obj.box
+        rle = encoding.has_holes(obj.mask)  # polygons cannot express holes
+        instances.append({
+            "segmentation": encoding.uncompressed_rle(obj.mask) if rle else encoding.mask_polygons(obj.mask),
+            "area": float(obj.area), "iscrowd": 0, "image_id": item.image_id,
+            "bbox": [float(x1), float(y1), float(x2 - x1 + 1), float(y2 - y1 + 1)],
+            "category_id": SHAPES.index(obj.category) + 1,
+        })
+    return instances
+
+
 class CocoWriter:
     def __init__(self, root: Path):
         self.root = root
@@ -149,24 +191,9 @@ class CocoWriter:
 
     def write_image(self, item: SyntheticImage) -> dict:
         split_dir = "train2014" if item.split == "train" else "val2014"
-        name = coco_file_name(split_dir, item.image_id)
-        _write(self.root / split_dir / name, item.jpeg)
-        image = {
-            "license": 1, "file_name": name, "coco_url": f"synthetic/{split_dir}/{name}",
-            "height": item.scene.height, "width": item.scene.width,
-            "date_captured": "2014-01-01 00:00:00", "flickr_url": "", "id": item.image_id,
-        }
-        instances = []
-        for obj in item.scene.objects:
-            x1, y1, x2, y2 = obj.box
-            rle = encoding.has_holes(obj.mask)  # polygons cannot express holes
-            instances.append({
-                "segmentation": encoding.uncompressed_rle(obj.mask) if rle else encoding.mask_polygons(obj.mask),
-                "area": float(obj.area), "iscrowd": 0, "image_id": item.image_id,
-                "bbox": [float(x1), float(y1), float(x2 - x1 + 1), float(y2 - y1 + 1)],
-                "category_id": SHAPES.index(obj.category) + 1,
-            })
-        return {"split": item.split, "split_dir": split_dir, "image": image, "instances": instances,
+        image = coco_image(item, split_dir)
+        _write(self.root / split_dir / image["file_name"], item.jpeg)
+        return {"split": item.split, "split_dir": split_dir, "image": image, "instances": coco_instances(item),
                 "captions": list(item.captions)}
 
     def collect(self, record: dict) -> None:
@@ -176,6 +203,7 @@ class CocoWriter:
         for ann in record["instances"]:
             self.counts["coco_instances"] += 1
             self.counts["coco_instances_rle"] += isinstance(ann["segmentation"], dict)
+            # numbered in image order over both splits: the refer layout's ann ids are the same
             self.instances[split_dir].append({**ann, "id": self.counts["coco_instances"]})
         for caption in record["captions"]:
             self.counts["coco_captions"] += 1
@@ -248,4 +276,75 @@ class VisualGenomeWriter:
         return self.counts
 
 
-WRITERS = {"referit": ReferitWriter, "coco": CocoWriter, "visual_genome": VisualGenomeWriter}
+REFER_IMAGE_DIR = "images/mscoco/images/train2014"
+
+
+class ReferWriter:
+    def __init__(self, root: Path):
+        self.root = root
+        self.images: list[dict] = []
+        self.instances: list[dict] = []
+        self.refs: dict[str, list[dict]] = {s: [] for s in STYLES}
+        self.tokens = Counter()  # per style
+        self.counts: Counter = Counter()
+
+    def write_image(self, item: SyntheticImage) -> dict:
+        if item.refer is None:
+            raise ValueError(f"image {item.image_id}: refs were not computed before writing the refer layout")
+        image = coco_image(item, "train2014")
+        _write(self.root / REFER_IMAGE_DIR / image["file_name"], item.jpeg)
+        refs = {style: (r.split, [(region, [(s.tokens, s.kind, s.heldout) for s in sentences])
+                                  for region, sentences in r.objects])
+                for style, r in item.refer.items()}
+        return {"image": image, "instances": coco_instances(item), "refs": refs}
+
+    def collect(self, record: dict) -> None:
+        image = record["image"]
+        self.images.append(image)
+        ann_ids = []
+        for ann in record["instances"]:  # numbered as CocoWriter numbers them
+            self.counts["refer_instances"] += 1
+            ann_ids.append(self.counts["refer_instances"])
+            self.instances.append({**ann, "id": ann_ids[-1]})
+        for style in STYLES:
+            split, objects = record["refs"][style]
+            for ann, ann_id, (_, sentences) in zip(record["instances"], ann_ids, objects, strict=True):
+                if not sentences:
+                    self.counts[f"refer_{style}_objects_without_ref"] += 1
+                    continue
+                first = self.counts[f"refer_{style}_sentences"]
+                sents = []
+                for k, (tokens, kind, heldout) in enumerate(sentences):
+                    text = " ".join(tokens)
+                    sents.append({"tokens": list(tokens), "raw": text, "sent": text, "sent_id": first + k})
+                    self.tokens[style] += len(tokens)
+                    self.counts[f"refer_{style}_sentences_{kind}"] += 1
+                    self.counts[f"refer_{style}_heldout_sentences"] += heldout
+                self.refs[style].append({
+                    "sent_ids": [s["sent_id"] for s in sents],
+                    "file_name": f"COCO_train2014_{image['id']:012d}_{ann_id}.jpg",
+                    "ann_id": ann_id, "ref_id": self.counts[f"refer_{style}_refs"], "image_id": image["id"],
+                    "split": split, "sentences": sents, "category_id": ann["category_id"],
+                })
+                self.counts[f"refer_{style}_refs"] += 1
+                self.counts[f"refer_{style}_sentences"] += len(sents)
+                self.counts[f"refer_{style}_sentences_{split}"] += len(sents)
+
+    def finish(self) -> dict:
+        instances = encoding.compact_json({"info": COCO_INFO, "images": self.images, "licenses": COCO_LICENSES,
+                                           "annotations": self.instances, "categories": COCO_CATEGORIES})
+        counts = {"refer_images": len(self.images), "refer_instances": self.counts["refer_instances"]}
+        for style in STYLES:
+            folder = self.root / DATASETS[style]
+            _write(folder / f"refs({SPLIT_BY[style]}).p", encoding.refs_pickle(self.refs[style]))
+            _write(folder / "instances.json", instances)
+            n = self.counts[f"refer_{style}_sentences"]
+            keys = ["refs", "sentences", *(f"sentences_{s}" for s in REFER_SPLITS[style]),
+                    *(f"sentences_{k}" for k in KINDS), "heldout_sentences", "objects_without_ref"]
+            counts.update({f"refer_{style}_{k}": int(self.counts[f"refer_{style}_{k}"]) for k in keys})
+            # mean tokens per sentence, in hundredths (rounded half up)
+            counts[f"refer_{style}_mean_tokens_x100"] = (200 * self.tokens[style] + n) // (2 * n) if n else 0
+        return counts
+
+
+WRITERS = {"referit": ReferitWriter, "coco": CocoWriter, "visual_genome": VisualGenomeWriter, "refer": ReferWriter}
