@@ -219,7 +219,8 @@ class PrepareCocoConfig(Section):
 class PrepareReferConfig(Section):
     """refer API layouts (refs(<split_by>).p + instances.json) -> tuples with masks (stages/prepare_refer.py)."""
 
-    datasets: list[str] = Field(default_factory=lambda: ["refcoco", "refcocog"])
+    # params.yaml lists the refer datasets (refcoco, refcocog); none by default, so a config without them is valid.
+    datasets: list[str] = Field(default_factory=list)
     # Words seen fewer times in train map to <unk>.
     min_word_count: int = Field(1, ge=1)
     max_tokens: int = Field(20, ge=1)
@@ -949,15 +950,12 @@ class Config(Section):
             for name in getattr(self, section).datasets:
                 if name not in self.datasets:
                     raise ValueError(f"{section}.datasets names unknown dataset '{name}'")
-        # A params file without a prepare_refer section runs no prepare_refer stage (dvc.yaml's foreach
-        # reads params.yaml), so its default datasets need not be there; once the section is written they do.
-        if "prepare_refer" in self.model_fields_set:
-            for name in self.prepare_refer.datasets:
-                if name not in self.datasets:
-                    raise ValueError(f"prepare_refer.datasets names unknown dataset '{name}'")
-                if self.datasets[name].format != "refer":
-                    raise ValueError(f"prepare_refer.datasets names dataset '{name}' of format "
-                                     f"'{self.datasets[name].format}', not 'refer'")
+        for name in self.prepare_refer.datasets:
+            if name not in self.datasets:
+                raise ValueError(f"prepare_refer.datasets names unknown dataset '{name}'")
+            if self.datasets[name].format != "refer":
+                raise ValueError(f"prepare_refer.datasets names dataset '{name}' of format "
+                                 f"'{self.datasets[name].format}', not 'refer'")
         return self
 
     @model_validator(mode="after")

@@ -32,11 +32,13 @@ def test_every_stage_ran_and_reports_exist(reproduced):
     stages = _run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], reproduced).stdout.split()
     lock = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
     assert set(stages) == set(lock)
-    for report in ("data", "backbone", "scrc", "attention_regression", "segmentation", "region_retrieval", "index"):
+    for report in ("data", "backbone", "scrc", "attention_regression", "segmentation", "region_retrieval",
+                   "vision_text_only", "index"):
         assert (reproduced / "reports" / f"{report}.md").stat().st_size > 200
     index = (reproduced / "reports" / "index.md").read_text()
     assert "| evaluate_scrc | scrc_full |" in index and "| evaluate_attention_regression | attention_full |" in index
     assert "| evaluate_grn | grn |" in index and "| evaluate_grn | grn_rpn |" in index
+    assert "| evaluate_vision_text_only | refcocog_full |" in index
     # Every row of this run is the embedded world's, in its own section.
     assert "### Embedded world (synthetic data, `make run`)" in index and "### Real data" not in index
 

@@ -68,7 +68,8 @@ def test_rows_train_and_evaluate_end_to_end(world, monkeypatch):
         assert curve["loss"].iloc[-3:].mean() < curve["loss"].iloc[:3].mean()  # it learns
         high = train_vision_text_only_highres.run(cfg, variant)
         assert high["train/steps"] == 6
-    assert low["train/synthesized_rows"] == round(0.5 * low["train/referring_rows"]) > 0
+    # synthesized_instances unique: at most ratio x referring rows, of the instances alone in their class.
+    assert 0 < low["train/synthesized_rows"] <= round(0.5 * low["train/referring_rows"])
     assert low["train/embedding/words"] > 3000  # GloVe's top words and the training words
     # Fixed GloVe: the trained embedding matrix is still GloVe's.
     weights = torch.load(world / "models/vision_text_only_highres/refcocog_synthesized/model.pt", weights_only=True)

@@ -292,6 +292,8 @@ def test_refer_and_visual_genome_layouts(server, tmp_path, monkeypatch, dataset,
     raw = repo_params()
     fmt = "visual_genome" if dataset == "visual_genome" else "refer"
     raw["datasets"][dataset] = {"format": fmt, "source": "official"}
+    if fmt == "refer":
+        raw["datasets"][dataset]["split_by"] = "google" if dataset == "refcocog" else "unc"
     raw["fetch_data"] = {**raw.get("fetch_data", {}), "manifest": "manifest.yaml", "min_free_gb": 0.0, "retries": 0}
     out = tmp_path / "data" / "raw" / dataset
 
@@ -309,7 +311,7 @@ def test_archive_without_the_expected_member_names_it(server, tmp_path, monkeypa
     (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest))
     monkeypatch.chdir(tmp_path)
     raw = repo_params()
-    raw["datasets"]["refcocog"] = {"format": "refer", "source": "official"}
+    raw["datasets"]["refcocog"] = {"format": "refer", "source": "official", "split_by": "google"}
     raw["fetch_data"] = {**raw.get("fetch_data", {}), "manifest": "manifest.yaml", "min_free_gb": 0.0, "subset": "annotations"}
 
     with pytest.raises(ManifestError, match=r"refcocog\.zip: has no member 'refcocog' .*\['refcocog_v2'\]"):
