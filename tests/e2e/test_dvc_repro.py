@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
     work = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    result = _run([sys.executable, "-m", "dvc", "repro"], work)
+    # 127 stages, each a fresh Python that imports torch: about 20 min on 2 cores, longer on a loaded CI box.
+    result = _run([sys.executable, "-m", "dvc", "repro"], work, timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return work
 

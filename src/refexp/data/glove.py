@@ -171,3 +171,12 @@ def most_frequent_words(glove_file: str | Path | None, count: int) -> list[str]:
             if len(words) == count:
                 break
     return words
+
+
+def dimension(path: str | Path) -> int:
+    """The vector width of a GloVe .txt or .zip, from its first line."""
+    with _open_text(Path(path), None) as (f, name):
+        fields = f.readline().rstrip("\n").rstrip(" ").split(" ")
+    if len(fields) < 2:
+        raise DataError(name, "line 1: no vector after the word", record="line 1")
+    return len(fields) - 1

@@ -104,10 +104,9 @@ class FusedSegmentation(nn.Module):
         return self.segmentation.stride
 
     def train(self, mode: bool = True) -> "FusedSegmentation":
-        super().train(mode)
+        super().train(mode)  # the LSTM-CNN's own train() keeps its fixed body in eval mode
         self.category.eval()
         self.classifier.eval()
-        self.segmentation.train(mode)
         return self
 
     def branches(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,

@@ -559,7 +559,7 @@ def _examples_figure(cfg: Config, paths: Paths, r: DatasetResults, out: Path) ->
         return []
     picked, labels = _pick_examples(table, n)
     try:
-        tuples = vision_text_only.dataset_rows(cfg, paths, r.dataset)
+        tuples = vision_text_only.dataset_rows(paths, r.dataset)
         keyed = tuples.drop_duplicates(["region_id", "expression"]).set_index(["region_id", "expression"])
         keys = list(zip(picked["region_id"], picked["expression"]))
         missing = [k for k in keys if k not in keyed.index]

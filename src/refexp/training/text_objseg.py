@@ -116,6 +116,23 @@ def with_masks(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, int]:
     return df[has].reset_index(drop=True), int((~has).sum())
 
 
+def letterboxed_image(root: Path, rel: str, size: int) -> tuple[np.ndarray, Letterbox]:
+    """The image at root/rel resized and padded to size x size (uint8 H x W x 3), and its letterbox."""
+    path = Path(root) / rel
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except OSError as err:
+        raise DataError(path, f"cannot read image ({err})") from None
+    box = Letterbox.fit(rgb.shape[1], rgb.shape[0], size, size)
+    return box.image(rgb), box
+
+
+def train_splits(train_split: str) -> tuple[str, ...]:
+    """The splits a training split names: trainval is train and val."""
+    return ("train", "val") if train_split == "trainval" else (train_split,)
+
+
 def build_examples(df: pd.DataFrame, vocab: Vocab, root: Path, size: int, max_tokens: int,
                    label_stride: int | None) -> SegmentationExamples:
     """label_stride: None = no labels (evaluation), 1 = full size, s = the low-res map's cells."""
@@ -126,14 +143,8 @@ def build_examples(df: pd.DataFrame, vocab: Vocab, root: Path, size: int, max_to
     images = torch.empty((len(unique), 3, size, size), dtype=torch.uint8)
     boxes: list[Letterbox] = []
     for i, rel in enumerate(unique):
-        path = Path(root) / rel
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except OSError as err:
-            raise DataError(path, f"cannot read image ({err})") from None
-        box = Letterbox.fit(rgb.shape[1], rgb.shape[0], size, size)
-        images[i] = torch.from_numpy(box.image(rgb)).permute(2, 0, 1)
+        pixels, box = letterboxed_image(root, rel, size)
+        images[i] = torch.from_numpy(pixels).permute(2, 0, 1)
         boxes.append(box)
     index = {p: i for i, p in enumerate(unique)}
     image_index = torch.tensor([index[p] for p in df["image_path"]], dtype=torch.long)
@@ -235,8 +246,7 @@ def training_rows(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, Vocab, int]:
 
 def split_with_masks(df: pd.DataFrame, train_split: str, path: Path) -> tuple[pd.DataFrame, int]:
     """The rows of `train_split` (trainval: train and val) that have a mask, and how many had none."""
-    splits = ("train", "val") if train_split == "trainval" else (train_split,)
-    part = df[df["split"].isin(splits)].reset_index(drop=True)
+    part = df[df["split"].isin(train_splits(train_split))].reset_index(drop=True)
     if part.empty:
         raise DataError(path, f"no {train_split} tuples")
     return with_masks(part, path)

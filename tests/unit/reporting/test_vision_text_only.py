@@ -153,11 +153,16 @@ class StubFused(nn.Module):
     def alpha(self) -> torch.Tensor:
         return torch.sigmoid(self.alpha_logit)
 
-    def forward(self, images, tokens, lengths, body_maps=None):
+    def branches(self, images, tokens, lengths, body_maps=None):
+        """Both branches the same map, so the fused p_fg is that map whatever alpha."""
         b, _, h, w = images.shape
         p = torch.full((b, h, w), 0.1)
         p[:, :, : w // 2] = 0.9
-        return p
+        return p, p
+
+    def forward(self, images, tokens, lengths, body_maps=None):
+        p1, p2 = self.branches(images, tokens, lengths, body_maps)
+        return self.alpha * p1 + (1 - self.alpha) * p2
 
 
 def stub_build_fused(cfg, paths, dataset, trained):

@@ -113,3 +113,31 @@ def test_training_schedules_chain_text_objseg_then_the_papers_overrides():
     full = vto.training_config(cfg, "full")
     assert np.isclose(full.lr, cfg.vision_text_only.full_training["lr"])
     assert full.batch_size == cfg.training.merged(cfg.text_objseg.highres_training).batch_size
+
+
+def test_one_pass_gives_both_fused_rows_as_the_model_computes_them():
+    import torch
+
+    from refexp.models.text_objseg import SmallFcnMap, TextObjSeg
+    from refexp.models.vision_text_only import CategoryFcn, ExpressionClassifier, FusedSegmentation
+    from refexp.training.text_objseg import SegmentationExamples
+
+    torch.manual_seed(0)
+    model = FusedSegmentation(TextObjSeg(SmallFcnMap("tiny", False, 8), 12, 6, 8, 8, upsample=True),
+                              CategoryFcn(SmallFcnMap("tiny", False, 8), 3, 8), ExpressionClassifier(12, 6, 8, 8, 3))
+    with torch.no_grad():
+        model.alpha_logit.fill_(0.7)
+    model.eval()
+    examples = SegmentationExamples(torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1, 1]),
+                                    torch.tensor([[4, 5], [6, 0], [7, 8]]), torch.tensor([2, 1, 2]), None, [])
+    got = vto.fused_rows_log_odds(model, examples, 2)
+    with torch.no_grad():
+        images = examples.images[examples.image_index].float() / 255
+        p_full = model(images, examples.tokens, examples.lengths)
+        _, p2 = model.branches(images, examples.tokens, examples.lengths)
+    for row, p in ((vto.FULL_ROW, p_full), (vto.CATEGORY_ROW, p2)):
+        want = torch.logit(p.clamp(1e-6, 1 - 1e-6)).numpy()
+        assert np.allclose(np.stack(got[row]), want, atol=1e-4)
+    # Another batch size: the same maps up to BLAS summation order.
+    assert np.allclose(np.stack(vto.fused_log_odds(model, examples, 3, vto.FULL_ROW)), np.stack(got[vto.FULL_ROW]),
+                       atol=1e-4)
