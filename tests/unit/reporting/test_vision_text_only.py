@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from refexp.data.coco import encode_mask
+from refexp.models.vision_text_only import FusedSegmentation
 from refexp.paths import Paths
 from refexp.reporting import vision_text_only as report
 from refexp.text.vocab import SPECIALS, Vocab
@@ -116,8 +117,12 @@ def make_inputs(root, cfg) -> None:
             _write_json(paths.metrics(report.EVAL_STAGE, item), metrics)
         if dataset in v.full:
             _write_json(paths.metrics(report.TRAIN_STAGES["full"], dataset), {"train/seconds": 30.0, "alpha": ALPHA})
-            _write_json(paths.metrics("train_expression_classifier", dataset), {"train/seconds": 2.0,
-                                                                                "train/accuracy": 0.875})
+            # As the stages write them: the batch accuracies are in the curves, not in the metrics.
+            _write_json(paths.metrics("train_expression_classifier", dataset), {"train/seconds": 2.0})
+            classifier_curve = paths.plots("train_expression_classifier", dataset)
+            classifier_curve.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"step": [10, 20], "loss": [1.0, 0.5], "train/accuracy": [0.5, 0.875]}).to_csv(
+                classifier_curve, index=False)
             curve = paths.plots(report.TRAIN_STAGES["full"], dataset)
             curve.parent.mkdir(parents=True, exist_ok=True)
             curve_rows = {"step": [10, 20], "loss": [0.5, 0.3], "train/alpha": [0.45, ALPHA]}
@@ -128,8 +133,11 @@ def make_inputs(root, cfg) -> None:
                          **{f"{s}/images": IMAGES for s in ["train", *SPLITS[dataset]]},
                          **{f"{s}/refs": IMAGES * 2 for s in ["train", *SPLITS[dataset]]},
                          "skipped/no_sentence": 3, "images_in_several_splits": 0})
-    _write_json(paths.metrics("train_category_fcn"), {"train/seconds": 5.0, "train/pixel_accuracy": 0.9,
-                                                      "classes": 12})
+    _write_json(paths.metrics("train_category_fcn"), {"train/seconds": 5.0, "classes": 12})
+    fcn_curve = paths.plots("train_category_fcn", "coco")
+    fcn_curve.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"step": [10, 20], "loss": [0.8, 0.4], "train/pixel_accuracy": [0.7, 0.9]}).to_csv(fcn_curve,
+                                                                                                  index=False)
     # G-Ref's prepared rows (for the example figure's ground truth); UNC-Ref has none: its figure is not drawn.
     queries = _queries("refcocog")
     half = np.zeros((SIZE, SIZE), dtype=bool)
@@ -160,9 +168,10 @@ class StubFused(nn.Module):
         p[:, :, : w // 2] = 0.9
         return p, p
 
+    fuse = FusedSegmentation.fuse  # Eq. 2 as the real model mixes the branches
+
     def forward(self, images, tokens, lengths, body_maps=None):
-        p1, p2 = self.branches(images, tokens, lengths, body_maps)
-        return self.alpha * p1 + (1 - self.alpha) * p2
+        return self.fuse(*self.branches(images, tokens, lengths, body_maps))
 
 
 def stub_build_fused(cfg, paths, dataset, trained):
@@ -237,7 +246,8 @@ def test_claim_verdicts_come_from_the_intervals(rendered):
 
 def test_alpha_and_oov_words_are_reported(rendered):
     _, _, _, text, _ = rendered
-    assert f"| `refcocog` | `refcocog_synthesized` | {ALPHA:.4f} | {1 - ALPHA:.4f} | {ALPHA:.4f} | 87.50 |" in text
+    assert f"| `refcocog` | `refcocog_synthesized` | {ALPHA:.4f} | {1 - ALPHA:.4f} | {ALPHA:.4f} | 87.50% (step 20) |" in text
+    assert "pixel accuracy on its last logged training batch 90.00% (step 20)" in text
     assert "| `refcocog_embedding` | GloVe (fixed) | 40,012 | 12 | 5 | 99.99 |" in text
     assert "| `referit_baseline` | learned | 7 | – | – | – |" in text
     assert "40,000 most frequent words" in text

@@ -139,5 +139,5 @@ def test_one_pass_gives_both_fused_rows_as_the_model_computes_them():
         want = torch.logit(p.clamp(1e-6, 1 - 1e-6)).numpy()
         assert np.allclose(np.stack(got[row]), want, atol=1e-4)
     # Another batch size: the same maps up to BLAS summation order.
-    assert np.allclose(np.stack(vto.fused_log_odds(model, examples, 3, vto.FULL_ROW)), np.stack(got[vto.FULL_ROW]),
+    assert np.allclose(np.stack(vto.fused_rows_log_odds(model, examples, 3)[vto.FULL_ROW]), np.stack(got[vto.FULL_ROW]),
                        atol=1e-4)
