@@ -27,8 +27,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
+# `dvc repro`, with the stages the DAG leaves independent side by side (flows.jobs at a time; flows/repro.py).
 run: setup
-	$(VENV)/bin/dvc repro
+	$(PY) -m flows.repro
 	@echo
 	@echo "Done. Reports: reports/index.md (data: reports/data.md)"
 
@@ -44,7 +45,7 @@ referit-image-free: setup
 # First the data stages it reads: prepared tables (prepare_refer: vision_text_only's G-Ref and UNC-Ref),
 # synth_expressions' class-name rows, the backbone and the GRN's region features.
 seed-study: setup
-	$(VENV)/bin/dvc repro prepare_referit prepare_coco prepare_refer synth_expressions pretrain_backbone \
+	$(PY) -m flows.repro --targets prepare_referit prepare_coco prepare_refer synth_expressions pretrain_backbone \
 	  extract_region_features
 	$(PY) -m stages.seed_study
 

@@ -1,19 +1,31 @@
-"""The DVC side of the flow, without Prefect: which stages, in which order, and running one.
+"""The DVC side of the flow, without Prefect: which stages, in which order, and running them.
 
-The stage list and its order come from DVC's own graph of dvc.yaml (foreach items
-expanded, e.g. `fetch_data@referit`), so there is no second DAG. A stage runs as
-`dvc repro --single-item <stage>`, so dvc.lock stays the record and a plain
-`dvc repro` afterwards has nothing to do.
+The stage list, its order and each stage's upstream stages come from DVC's own graph of
+dvc.yaml (foreach items expanded, e.g. `fetch_data@referit`), so there is no second DAG.
+A stage runs as `dvc --wait-for-lock repro --single-item <stage>`, so dvc.lock stays the
+record and a plain `dvc repro` afterwards has nothing to do.
+
+Several stages may run at once (`run_stages`): DVC holds its repository lock only while it
+loads the DAG and commits a stage, not while the stage's command runs (dvc/stage/run.py,
+`unlocked_repo`), and `--wait-for-lock` queues the other process for those moments. A stage
+starts once every stage it depends on has finished; two stages the DAG leaves unordered never
+read or write the same path (DVC makes an edge of every dependency on another stage's output),
+so running them together is what DVC's own read/write locks allow.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -47,8 +59,30 @@ def flows_config(repo: str | Path) -> FlowsConfig:
         raise ConfigError(f"{path}: invalid 'flows' section: {err}") from None
 
 
-def stage_order(repo: str | Path, targets: Iterable[str] | None = None) -> list[str]:
-    """dvc.yaml stages (with foreach items) in topological order, dependencies first.
+@dataclass(frozen=True)
+class StagePlan:
+    """The stages to consider, dependencies first, and each one's direct upstream stages among them."""
+
+    order: list[str]
+    upstream: dict[str, frozenset[str]]
+
+    def downstream_closure(self, stages: Iterable[str]) -> set[str]:
+        """The stages and every stage that depends on them, directly or not."""
+        dependents: dict[str, set[str]] = {s: set() for s in self.order}
+        for stage, ups in self.upstream.items():
+            for up in ups:
+                dependents[up].add(stage)
+        found, todo = set(), list(stages)
+        while todo:
+            stage = todo.pop()
+            if stage not in found:
+                found.add(stage)
+                todo.extend(dependents[stage])
+        return found
+
+
+def stage_plan(repo: str | Path, targets: Iterable[str] | None = None) -> StagePlan:
+    """dvc.yaml stages (with foreach items) in topological order, dependencies first, with their edges.
 
     With targets (stage names, `stage@item`, or a foreach group name), only those
     stages and everything they depend on, as `dvc repro <targets>` would run.
@@ -79,7 +113,13 @@ def stage_order(repo: str | Path, targets: Iterable[str] | None = None) -> list[
         names = {stage: _address(stage, dvc_repo.root_dir) for stage in graph.nodes}
         # Dependencies first: sort the reversed graph (edge dependency -> dependent).
         order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=names.get)
-        return [names[stage] for stage in order]
+        upstream = {names[stage]: frozenset(names[dep] for dep in graph.successors(stage)) for stage in graph.nodes}
+        return StagePlan(order=[names[stage] for stage in order], upstream=upstream)
+
+
+def stage_order(repo: str | Path, targets: Iterable[str] | None = None) -> list[str]:
+    """dvc.yaml stages (with foreach items) in topological order, dependencies first (see stage_plan)."""
+    return stage_plan(repo, targets).order
 
 
 def _address(stage, root_dir: str) -> str:
@@ -100,6 +140,11 @@ def dvc_env(repo: Path) -> dict[str, str]:
     return env
 
 
+def _dvc_repro_cmd(stage: str, force: bool) -> list[str]:
+    # --wait-for-lock: another stage running beside this one may hold the repository lock for a moment.
+    return [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage] + (["--force"] if force else [])
+
+
 def run_dvc_stage(
     repo: str | Path,
     stage: str,
@@ -108,14 +153,11 @@ def run_dvc_stage(
 ) -> None:
     """`dvc repro --single-item <stage>` in `repo`, streaming its output; StageFailed on error."""
     repo = Path(repo)
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
-    if force:
-        cmd.append("--force")
     tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
     # Its own process group: a cancelled or failed flow ends dvc and the stage it runs, not only dvc.
     proc = subprocess.Popen(
-        cmd, cwd=repo, env=dvc_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        start_new_session=True,
+        _dvc_repro_cmd(stage, force), cwd=repo, env=dvc_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, bufsize=1, start_new_session=True,
     )
     try:
         for line in proc.stdout:
@@ -129,6 +171,110 @@ def run_dvc_stage(
         raise
     if code != 0:
         raise StageFailed(f"stage {stage} failed (dvc exit code {code}); last output:\n" + "\n".join(tail))
+
+
+def changed_stages(repo: str | Path) -> set[str]:
+    """The stages `dvc status` reports as changed (deps, params, command or outputs differ from dvc.lock)."""
+    repo = Path(repo)
+    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=repo, env=dvc_env(repo),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StageFailed(f"dvc status failed (exit code {result.returncode}):\n{result.stderr[-3000:]}")
+    return set(json.loads(result.stdout or "{}"))
+
+
+def stages_to_run(repo: str | Path, plan: StagePlan, force: bool = False) -> list[str]:
+    """What `dvc repro` would run, in plan order: every changed stage and everything downstream of one.
+
+    A downstream stage whose inputs turn out unchanged is skipped by its own `dvc repro --single-item`.
+    """
+    if force:
+        return list(plan.order)
+    chosen = plan.downstream_closure(changed_stages(repo) & set(plan.order))
+    return [stage for stage in plan.order if stage in chosen]
+
+
+@dataclass
+class StageRun:
+    stage: str
+    seconds: float
+    returncode: int
+
+
+def run_stages(
+    repo: str | Path,
+    plan: StagePlan,
+    stages: Iterable[str],
+    jobs: int,
+    force: bool = False,
+    limited: Callable[[str], bool] = lambda stage: False,
+    limit: int | None = None,
+    on_line: Callable[[str, str], None] = lambda stage, line: log.info("[%s] %s", stage, line),
+) -> list[StageRun]:
+    """Run `stages` (a subset of the plan) through DVC, up to `jobs` at once, each once its upstream ones are done.
+
+    `limited(stage)` stages (the GPU stages on a CUDA machine) run at most `limit` at a time. After a failure no
+    new stage starts, the running ones finish (their results are recorded), and StageFailed names the first
+    failure with its last output lines. Ctrl-C ends every running stage's process group.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    repo = Path(repo)
+    pending = [stage for stage in plan.order if stage in set(stages)]
+    waiting_on = {stage: set(plan.upstream[stage]) & set(pending) for stage in pending}
+    finished: queue.Queue[tuple[str, int]] = queue.Queue()
+    running: dict[str, tuple[subprocess.Popen, float, deque[str]]] = {}
+    runs: list[StageRun] = []
+    failure: str | None = None
+
+    def pump(stage: str, proc: subprocess.Popen, tail: deque[str]) -> None:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail.append(line)
+                on_line(stage, line)
+        finished.put((stage, proc.wait()))
+
+    def start(stage: str) -> None:
+        proc = subprocess.Popen(
+            _dvc_repro_cmd(stage, force), cwd=repo, env=dvc_env(repo), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
+        )
+        tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
+        running[stage] = (proc, time.monotonic(), tail)
+        threading.Thread(target=pump, args=(stage, proc, tail), daemon=True).start()
+
+    try:
+        while pending or running:
+            if failure is None:
+                for stage in [s for s in pending if not waiting_on[s]]:
+                    if len(running) >= jobs:
+                        break
+                    if limit is not None and limited(stage) and sum(map(limited, running)) >= limit:
+                        continue
+                    pending.remove(stage)
+                    start(stage)
+            elif not running:
+                break
+            if not running:  # nothing can start: a cycle DVC would have refused, or a failure
+                break
+            stage, code = finished.get()
+            proc, started, tail = running.pop(stage)
+            runs.append(StageRun(stage, time.monotonic() - started, code))
+            if code != 0:
+                failure = failure or (f"stage {stage} failed (dvc exit code {code}); last output:\n" + "\n".join(tail))
+                continue
+            for other in pending:
+                waiting_on[other].discard(stage)
+    except BaseException:
+        for proc, _, _ in running.values():
+            _end_group(proc)
+        raise
+    if failure:
+        raise StageFailed(failure)
+    if pending:  # never with a DAG DVC accepted: every stage's upstream stages are in the plan before it
+        raise StageFailed(f"could not start {', '.join(pending)}: their upstream stages never finished")
+    return runs
 
 
 def _end_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

@@ -4,11 +4,14 @@
     python -m flows.pipeline --targets prepare_referit@referit --force
     python -m flows.pipeline --list               # the stage order, retry policies and tags, no run
 
-The stages and their order come from DVC (flows.dag.stage_order); each task runs
-`dvc repro --single-item <stage>`, which does nothing when the stage is up to date,
-so dvc.lock stays the record. Retries and delays per stage come from params.yaml
-`flows` (e.g. downloads retry with growing delays; training retries once and resumes
-from its checkpoint). Stages run one at a time: DVC holds a repository lock per repro.
+The stages, their order and their upstream stages come from DVC (flows.dag.stage_plan); the
+flow runs what `dvc repro` would run (the stages `dvc status` reports changed and everything
+downstream; all of them with --force), each task `dvc repro --single-item <stage>`, so dvc.lock
+stays the record. A stage starts once the stages it depends on are done, up to `flows.jobs` at a
+time (DVC holds its repository lock only to load and commit, not while a stage's command runs;
+flows.dag). Retries and delays per stage come from params.yaml `flows` (e.g. downloads retry with
+growing delays; training retries once and resumes from its checkpoint). After a stage fails for
+good no new stage starts; the running ones finish, and the flow fails with that stage's error.
 
 Training stages (`flows.gpu_stages`) carry the Prefect tag `flows.gpu_tag`; `make ui` gives
 that tag a concurrency limit of `flows.gpu_concurrency` (flows.serve.ensure_gpu_limit), so
@@ -24,9 +27,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import task_run
 
-from flows.dag import REPO_ROOT, clear_for_retrain, flows_config, run_dvc_stage, stage_order
+from flows.dag import REPO_ROOT, clear_for_retrain, flows_config, run_dvc_stage, stage_order, stage_plan, stages_to_run
 from refexp.config import FlowsConfig
 
 
@@ -59,17 +63,37 @@ def stage_task_options(cfg: FlowsConfig, stage: str) -> dict:
 
 @flow(name="refexp-pipeline", log_prints=False)
 def pipeline(targets: list[str] | None = None, force: bool = False, repo: str = str(REPO_ROOT)) -> list[dict]:
-    """Run the DVC stages (all, or `targets` and their dependencies) in topological order."""
+    """Run the DVC stages that need running (all, or `targets` and their dependencies), each once its upstream
+    stages are done, `flows.jobs` at a time; returns one row per stage run, in topological order."""
     logger = get_run_logger()
     cfg = flows_config(repo)
-    stages = stage_order(repo, targets)
-    logger.info("%d stage(s) in order: %s", len(stages), ", ".join(stages))
-    results = []
-    for stage in stages:
-        run = dvc_stage.with_options(**stage_task_options(cfg, stage))
-        # Sequential on purpose: a failed stage (after its retries) fails the flow before its dependents.
-        results.append(run(repo, stage, force))
-    return results
+    plan = stage_plan(repo, targets)
+    todo = stages_to_run(repo, plan, force=force)
+    logger.info("%d of %d stage(s) to run, %d at a time: %s", len(todo), len(plan.order), cfg.jobs, ", ".join(todo))
+    done = set(plan.order) - set(todo)
+    running: dict[PrefectFuture, str] = {}
+    results: dict[str, dict] = {}
+    failed: PrefectFuture | None = None
+    while todo or running:
+        if failed is None:
+            for stage in [s for s in todo if plan.upstream[s] <= done]:
+                if len(running) >= cfg.jobs:
+                    break
+                todo.remove(stage)
+                running[dvc_stage.with_options(**stage_task_options(cfg, stage)).submit(repo, stage, force)] = stage
+        if not running:
+            break
+        future = next(as_completed(list(running)))
+        stage = running.pop(future)
+        try:
+            results[stage] = future.result()  # a failed stage (after its retries) raises here
+        except Exception:
+            failed = failed or future
+            continue
+        done.add(stage)
+    if failed is not None:
+        failed.result()  # raises the stage's StageFailed, after its retries
+    return [results[stage] for stage in plan.order if stage in results]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

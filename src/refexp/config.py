@@ -698,6 +698,10 @@ class FlowsConfig(Section):
     gpu_stages: list[str] = Field(default_factory=lambda: ["train_*", "pretrain_*"])
     gpu_tag: str = Field("gpu", pattern=r"^[A-Za-z0-9_.-]+$")
     gpu_concurrency: int = Field(1, ge=1)
+    # Stages run at once by `make run` (flows.repro) and by the Prefect flow, each as soon as the stages it
+    # depends on are done. The embedded stages train on one CPU thread each, so 2 keeps both cores busy; on a
+    # CUDA machine the GPU stages among them still run at most `gpu_concurrency` at a time.
+    jobs: int = Field(2, ge=1)
 
     def retry_for(self, stage: str) -> StageRetryConfig:
         name = stage.split("@", 1)[0]

@@ -26,6 +26,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The codes Prefect's own client retries (prefect.client.base): the server answers 503 while its SQLite
+# database is busy, which happens on 2 loaded cores; any other non-2xx fails the test with its body.
+RETRY_CODES = {408, 429, 502, 503}
+API_RETRIES = 20
+
+
+def call_api(client: httpx.Client, method: str, path: str, **kwargs):
+    """One API call's JSON, retried as Prefect's client retries it; fails on any other error status."""
+    for attempt in range(API_RETRIES):
+        response = client.request(method, path, **kwargs)
+        if response.status_code not in RETRY_CODES:
+            break
+        time.sleep(min(0.5 * 2**attempt, 5.0))
+    assert response.is_success, f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}"
+    return response.json()
+
+
 def wait_for(what: str, probe, log_path, timeout: float = WAIT_SECONDS):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,29 +106,29 @@ def test_served_deployment_is_listed_scheduled_and_runs(tiny_repo, tmp_path):
             assert wait_for("the server", lambda: client.get("/health").status_code == 200, log_path)
 
             def deployment():
-                rows = client.post("/deployments/filter", json={}).json()
+                rows = call_api(client, "POST", "/deployments/filter", json={})
                 return next((d for d in rows if d["name"] == "tiny-pipeline"), None)
 
             found = wait_for("the deployment", deployment, log_path)
             # Created before the deployment is served: the tag limit that serialises the training stages.
-            gpu_limit = client.get("/concurrency_limits/tag/gpu")
-            assert gpu_limit.status_code == 200 and gpu_limit.json()["concurrency_limit"] == 2, gpu_limit.text
+            gpu_limit = call_api(client, "GET", "/concurrency_limits/tag/gpu")
+            assert gpu_limit["concurrency_limit"] == 2, gpu_limit
             assert found["parameters"]["repo"] == str(tiny_repo)
             assert [s["schedule"]["cron"] for s in found["schedules"]] == ["17 4 * * *"]
             # The server's scheduler puts the next cron runs on the calendar (what the UI shows).
             scheduled = wait_for(
                 "scheduled runs",
-                lambda: [r for r in client.post("/flow_runs/filter", json={}).json() if r["state_name"] == "Scheduled"],
+                lambda: [r for r in call_api(client, "POST", "/flow_runs/filter", json={}) if r["state_name"] == "Scheduled"],
                 log_path,
             )
             assert all(r["deployment_id"] == found["id"] for r in scheduled)
 
             # A run started from the API (as from the UI's "Run" button) executes the DVC stages.
-            run = client.post(f"/deployments/{found['id']}/create_flow_run", json={}).json()
+            run = call_api(client, "POST", f"/deployments/{found['id']}/create_flow_run", json={})
             final = wait_for(
                 "the flow run to finish",
                 lambda: (lambda s: s if s in ("COMPLETED", "FAILED", "CRASHED") else None)(
-                    client.get(f"/flow_runs/{run['id']}").json()["state_type"]
+                    call_api(client, "GET", f"/flow_runs/{run['id']}")["state_type"]
                 ),
                 log_path,
                 timeout=240,
