@@ -1,13 +1,15 @@
 """Wall time of the two long commands, each against a baseline measured in the same run.
 
-    python -m benchmarks.pipeline make-run     # the embedded `make run`'s `dvc repro`, in a fresh clone
+    python -m benchmarks.pipeline make-run     # the embedded `make run`'s job, in a fresh clone
     python -m benchmarks.pipeline seed-study   # `make seed-study`'s study, from empty models/seed_study
 
-make-run: clones HEAD into a temporary directory and runs `dvc repro` there with this checkout's .venv (the
-budget excludes the install), under /usr/bin/time -v: wall time, peak RSS, stages run. Baseline: a second
-`dvc repro` of the same clone right after, which has nothing to do (DVC's fixed cost). Then every metrics
-file the fresh run wrote is compared with the committed one on its non-timing values. Replaces the
-`## The embedded make run` section of reports/benchmarks.md.
+make-run: clones HEAD into a temporary directory and runs `make run`'s job there (`python -m flows.repro`:
+`dvc repro` with `flows.jobs` stages side by side) with this checkout's .venv (the budget excludes the
+install), under /usr/bin/time -v: wall time, peak RSS, stages run, the slowest stages. Baselines in the same
+run: a plain `dvc repro` right after, which has nothing to do (DVC's fixed cost), and a plain `dvc repro`
+(one stage at a time) in a second fresh clone. Then every metrics file each fresh run wrote is compared
+with the committed one on its non-timing values. Replaces the `## The embedded make run` section of
+reports/benchmarks.md.
 
 seed-study: runs the seed-study stage with the params' seed_study.workers from an empty models/seed_study/
 (moved aside and restored), then again (the baseline: every run resumes from its finished checkpoint, so it
@@ -67,26 +69,54 @@ def _compare_metrics(clone: Path) -> tuple[int, list[str]]:
     return compared, differing
 
 
+def _slowest(out: str, n: int = 8) -> list[tuple[float, str]]:
+    """flows.repro's closing list of (seconds, stage), slowest first."""
+    rows = [(float(m.group(1)), m.group(2)) for m in re.finditer(r"^\s*([\d.]+) s  (\S+)$", out, re.M)]
+    return sorted(rows, reverse=True)[:n]
+
+
 def make_run() -> str:
+    from refexp.config import load_config
+
     stamp, rev = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), git_revision(REPO)
+    jobs = load_config(REPO / "params.yaml").flows.jobs
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="refexp-make-run-") as tmp:
-        clone = Path(tmp) / "repo"
+        clone, serial = Path(tmp) / "repo", Path(tmp) / "serial"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-        wall, rss, out = _timed([sys.executable, "-m", "dvc", "repro"], clone)
-        ran = len(re.findall(r"Running stage '", out))
-        again, _, _ = _timed([sys.executable, "-m", "dvc", "repro"], clone)
+        wall, rss, out = _timed([sys.executable, "-m", "flows.repro"], clone)
+        ran = len(re.findall(r"\] Running stage '", out))
+        slowest = _slowest(out)
+        again, _, again_out = _timed([sys.executable, "-m", "dvc", "repro"], clone)
+        again_ran = len(re.findall(r"Running stage '", again_out))
         compared, differing = _compare_metrics(clone)
+        subprocess.run(["git", "clone", "-q", str(REPO), str(serial)], check=True)
+        one_wall, one_rss, one_out = _timed([sys.executable, "-m", "dvc", "repro"], serial)
+        one_ran = len(re.findall(r"Running stage '", one_out))
+        one_compared, one_differing = _compare_metrics(serial)
+
+    def agreement(n: int, differ: list[str]) -> str:
+        return "all identical." if not differ else f"{len(differ)} differ ({', '.join(differ[:6])})."
+
     lines = ["## The embedded make run", "",
              f"`python -m benchmarks.pipeline make-run` — run {stamp}, git {rev[:7]}, load average {load:.1f} at the "
-             "start (2 cores). `make run`'s `dvc repro` in a fresh clone of HEAD with this checkout's .venv (the "
-             "budget excludes the install), under `/usr/bin/time -v`.", "",
+             "start (2 cores). `make run`'s job (`python -m flows.repro`: `dvc repro` with the stages the DAG leaves "
+             f"independent side by side, `flows.jobs: {jobs}`) in a fresh clone of HEAD with this checkout's .venv "
+             "(the budget excludes the install), under `/usr/bin/time -v`; the baselines in the same run.", "",
              "| run | wall | peak RSS (MB) | stages run |", "|---|---|---|---|",
-             f"| `dvc repro` from an empty `data/` and `models/` | **{wall / 60:.1f} min** ({wall:.0f} s) | {rss:.0f} | {ran} |",
-             f"| baseline: `dvc repro` again (nothing to do) | {again:.1f} s | – | 0 |", "",
-             f"- Budget: 20 minutes for all five papers on 2 cores; this run: {wall / 60:.1f} min.",
-             f"- Non-timing values of the {compared} metrics files the fresh run wrote, against the committed ones: "
-             + ("all identical." if not differing else f"{len(differing)} differ ({', '.join(differing[:6])})."), ""]
+             f"| `make run`'s job from an empty `data/` and `models/` | **{wall / 60:.1f} min** ({wall:.0f} s) | {rss:.0f} "
+             f"| {ran} |",
+             f"| baseline: plain `dvc repro` afterwards (nothing to do) | {again:.1f} s | – | {again_ran} |",
+             f"| baseline: plain `dvc repro` (one stage at a time) from an empty `data/` and `models/`, second clone | "
+             f"{one_wall / 60:.1f} min ({one_wall:.0f} s) | {one_rss:.0f} | {one_ran} |", "",
+             f"- Budget: 20 minutes for all five papers on 2 cores; this run: {wall / 60:.1f} min "
+             f"({one_wall / wall:.2f}x faster than one stage at a time).",
+             f"- Peak RSS is the largest single process's (the stages run in their own processes).",
+             f"- Non-timing values of the {compared} metrics files `make run`'s job wrote, against the committed ones: "
+             + agreement(compared, differing),
+             f"- The same for the {one_compared} files of the one-at-a-time run: " + agreement(one_compared, one_differing),
+             "- Slowest stages of `make run`'s job (wall, with a second stage beside it most of the time): "
+             + ", ".join(f"`{stage}` {sec:.0f} s" for sec, stage in slowest) + ".", ""]
     return "\n".join(lines)
 
 
