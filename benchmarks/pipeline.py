@@ -1,13 +1,14 @@
 """Wall time of the two long commands, each against a baseline measured in the same run.
 
     python -m benchmarks.pipeline make-run     # the embedded `make run`'s job, in a fresh clone
+    python -m benchmarks.pipeline make-run --one-at-a-time   # and plain `dvc repro` in a second clone (+~30 min)
     python -m benchmarks.pipeline seed-study   # `make seed-study`'s study, from empty models/seed_study
 
 make-run: clones HEAD into a temporary directory and runs `make run`'s job there (`python -m flows.repro`:
 `dvc repro` with `flows.jobs` stages side by side) with this checkout's .venv (the budget excludes the
 install), under /usr/bin/time -v: wall time, peak RSS, stages run, the slowest stages. Baselines in the same
-run: a plain `dvc repro` right after, which has nothing to do (DVC's fixed cost), and a plain `dvc repro`
-(one stage at a time) in a second fresh clone. Then every metrics file each fresh run wrote is compared
+run: a plain `dvc repro` right after, which has nothing to do (DVC's fixed cost), and with --one-at-a-time a
+plain `dvc repro` (one stage at a time) in a second fresh clone. Then every metrics file each fresh run wrote is compared
 with the committed one on its non-timing values. Replaces the `## The embedded make run` section of
 reports/benchmarks.md.
 
@@ -75,7 +76,7 @@ def _slowest(out: str, n: int = 8) -> list[tuple[float, str]]:
     return sorted(rows, reverse=True)[:n]
 
 
-def make_run() -> str:
+def make_run(one_at_a_time: bool = False) -> str:
     from refexp.config import load_config
 
     stamp, rev = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), git_revision(REPO)
@@ -90,10 +91,11 @@ def make_run() -> str:
         again, _, again_out = _timed([sys.executable, "-m", "dvc", "repro"], clone)
         again_ran = len(re.findall(r"Running stage '", again_out))
         compared, differing = _compare_metrics(clone)
-        subprocess.run(["git", "clone", "-q", str(REPO), str(serial)], check=True)
-        one_wall, one_rss, one_out = _timed([sys.executable, "-m", "dvc", "repro"], serial)
-        one_ran = len(re.findall(r"Running stage '", one_out))
-        one_compared, one_differing = _compare_metrics(serial)
+        if one_at_a_time:
+            subprocess.run(["git", "clone", "-q", str(REPO), str(serial)], check=True)
+            one_wall, one_rss, one_out = _timed([sys.executable, "-m", "dvc", "repro"], serial)
+            one_ran = len(re.findall(r"Running stage '", one_out))
+            one_compared, one_differing = _compare_metrics(serial)
 
     def agreement(n: int, differ: list[str]) -> str:
         return "all identical." if not differ else f"{len(differ)} differ ({', '.join(differ[:6])})."
@@ -107,14 +109,17 @@ def make_run() -> str:
              f"| `make run`'s job from an empty `data/` and `models/` | **{wall / 60:.1f} min** ({wall:.0f} s) | {rss:.0f} "
              f"| {ran} |",
              f"| baseline: plain `dvc repro` afterwards (nothing to do) | {again:.1f} s | – | {again_ran} |",
-             f"| baseline: plain `dvc repro` (one stage at a time) from an empty `data/` and `models/`, second clone | "
-             f"{one_wall / 60:.1f} min ({one_wall:.0f} s) | {one_rss:.0f} | {one_ran} |", "",
-             f"- Budget: 20 minutes for all five papers on 2 cores; this run: {wall / 60:.1f} min "
-             f"({one_wall / wall:.2f}x faster than one stage at a time).",
-             f"- Peak RSS is the largest single process's (the stages run in their own processes).",
+             *([f"| baseline: plain `dvc repro` (one stage at a time) from an empty `data/` and `models/`, second "
+                f"clone | {one_wall / 60:.1f} min ({one_wall:.0f} s) | {one_rss:.0f} | {one_ran} |"] if one_at_a_time
+               else []), "",
+             f"- Budget: 20 minutes for all five papers on 2 cores; this run: {wall / 60:.1f} min"
+             + (f" ({one_wall / wall:.2f}x faster than one stage at a time)." if one_at_a_time else
+                " (`--one-at-a-time` adds the plain `dvc repro` baseline; not run this time)."),
+             "- Peak RSS is the largest single process's (the stages run in their own processes).",
              f"- Non-timing values of the {compared} metrics files `make run`'s job wrote, against the committed ones: "
              + agreement(compared, differing),
-             f"- The same for the {one_compared} files of the one-at-a-time run: " + agreement(one_compared, one_differing),
+             *([f"- The same for the {one_compared} files of the one-at-a-time run: "
+                + agreement(one_compared, one_differing)] if one_at_a_time else []),
              "- Slowest stages of `make run`'s job (wall, with a second stage beside it most of the time): "
              + ", ".join(f"`{stage}` {sec:.0f} s" for sec, stage in slowest) + ".", ""]
     return "\n".join(lines)
@@ -159,7 +164,7 @@ def main() -> None:
     if which not in jobs:
         sys.exit(f"usage: python -m benchmarks.pipeline {{{'|'.join(jobs)}}}")
     heading, job = jobs[which]
-    text = job()
+    text = job(one_at_a_time=True) if which == "make-run" and "--one-at-a-time" in sys.argv[2:] else job()
     print(text)
     write_section(heading, text)
 

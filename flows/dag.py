@@ -80,6 +80,15 @@ class StagePlan:
                 todo.extend(dependents[stage])
         return found
 
+    def launch_order(self) -> list[str]:
+        """The order in which ready stages start: the longest chain of stages still to come first (the head of
+        a long chain holds back everything after it, so it should not wait for the end), ties in plan order."""
+        depth: dict[str, int] = {}
+        for stage in reversed(self.order):
+            after = [d for d, ups in self.upstream.items() if stage in ups]
+            depth[stage] = 1 + max((depth[d] for d in after), default=0)
+        return sorted(self.order, key=lambda stage: -depth[stage])  # stable: ties keep plan order
+
 
 def stage_plan(repo: str | Path, targets: Iterable[str] | None = None) -> StagePlan:
     """dvc.yaml stages (with foreach items) in topological order, dependencies first, with their edges.
@@ -220,7 +229,8 @@ def run_stages(
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     repo = Path(repo)
-    pending = [stage for stage in plan.order if stage in set(stages)]
+    chosen = set(stages)
+    pending = [stage for stage in plan.launch_order() if stage in chosen]
     waiting_on = {stage: set(plan.upstream[stage]) & set(pending) for stage in pending}
     finished: queue.Queue[tuple[str, int]] = queue.Queue()
     running: dict[str, tuple[subprocess.Popen, float, deque[str]]] = {}

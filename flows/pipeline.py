@@ -71,6 +71,7 @@ def pipeline(targets: list[str] | None = None, force: bool = False, repo: str = 
     todo = stages_to_run(repo, plan, force=force)
     logger.info("%d of %d stage(s) to run, %d at a time: %s", len(todo), len(plan.order), cfg.jobs, ", ".join(todo))
     done = set(plan.order) - set(todo)
+    todo = [stage for stage in plan.launch_order() if stage in set(todo)]  # longest chains first
     running: dict[PrefectFuture, str] = {}
     results: dict[str, dict] = {}
     failed: PrefectFuture | None = None

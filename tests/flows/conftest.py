@@ -67,14 +67,17 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture
-def tiny_repo(tmp_path) -> Path:
-    repo = tmp_path / "tiny"
+def new_dvc_repo(repo: Path, files: dict[str, str]) -> Path:
+    """A git + DVC repository at `repo` holding `files` (name -> text, dedented)."""
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True, timeout=30)
     dvc(repo, "init", "-q")
-    (repo / "dvc.yaml").write_text(DVC_YAML)
-    (repo / "flaky.py").write_text(textwrap.dedent(FLAKY))
-    (repo / "params.yaml").write_text(PARAMS)
-    (repo / ".gitignore").write_text("failed_once.marker\n")
+    for name, text in files.items():
+        (repo / name).write_text(textwrap.dedent(text))
     return repo
+
+
+@pytest.fixture
+def tiny_repo(tmp_path) -> Path:
+    return new_dvc_repo(tmp_path / "tiny", {"dvc.yaml": DVC_YAML, "flaky.py": FLAKY, "params.yaml": PARAMS,
+                                            ".gitignore": "failed_once.marker\n"})

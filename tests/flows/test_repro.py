@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from flows.dag import StageFailed, run_stages, stage_plan, stages_to_run
+from flows.dag import StageFailed, StagePlan, run_stages, stage_plan, stages_to_run
 from tests.conftest import REPO_ROOT
-from tests.flows.conftest import dvc
+from tests.flows.conftest import dvc, new_dvc_repo
 
 DVC_YAML = """\
 stages:
@@ -56,15 +55,8 @@ pathlib.Path(f"middle_{item}.txt").write_text(item)
 
 @pytest.fixture
 def repo(tmp_path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, timeout=30)
-    dvc(repo, "init", "-q")
-    (repo / "dvc.yaml").write_text(DVC_YAML)
-    (repo / "middle.py").write_text(textwrap.dedent(MIDDLE))
-    (repo / "source.txt").write_text("s")
-    (repo / ".gitignore").write_text("log/\n")
-    return repo
+    return new_dvc_repo(tmp_path / "repo", {"dvc.yaml": DVC_YAML, "middle.py": MIDDLE, "source.txt": "s",
+                                            ".gitignore": "log/\n"})
 
 
 def intervals(repo: Path) -> dict[str, list[float]]:
@@ -78,6 +70,13 @@ def test_plan_has_dvc_edges(repo):
                              "join": frozenset({"middle@p", "middle@q"})}
     assert plan.downstream_closure(["middle@q"]) == {"middle@q", "join"}
     assert stage_plan(repo, ["middle@p"]).order == ["root", "middle@p"]
+
+
+def test_launch_order_starts_the_longest_chain_first():
+    # a -> b -> c is a chain of 3; d stands alone. Plan order (by name) would start d before b.
+    plan = StagePlan(order=["a", "d", "b", "c"],
+                     upstream={"a": frozenset(), "d": frozenset(), "b": frozenset({"a"}), "c": frozenset({"b"})})
+    assert plan.launch_order() == ["a", "b", "d", "c"]
 
 
 @pytest.mark.slow  # ~10 `dvc` processes: 20-40 s on 2 shared cores

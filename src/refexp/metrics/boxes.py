@@ -22,7 +22,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou as _tv_box_iou
 
 IOU_THRESHOLD = 0.5
 
@@ -53,7 +52,11 @@ def box_area(boxes: ArrayLike) -> torch.Tensor:
 
 def box_iou(a: ArrayLike, b: ArrayLike) -> torch.Tensor:
     """N x M IoU of inclusive-end boxes (float64)."""
-    return _tv_box_iou(to_exclusive(a), to_exclusive(b))
+    # Imported here: torchvision.ops pulls in torch._dynamo (~1 s), which the stages that only import this
+    # module (every segmentation stage, through training.attention_regression) never need.
+    from torchvision.ops import box_iou as torchvision_box_iou
+
+    return torchvision_box_iou(to_exclusive(a), to_exclusive(b))
 
 
 def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:

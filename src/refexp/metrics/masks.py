@@ -52,7 +52,16 @@ def segmentation_metrics(predictions: Sequence[np.ndarray], ground_truths: Seque
     return metrics
 
 
+def per_query_counts(predictions: Sequence[np.ndarray], ground_truths: Sequence[np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's (intersection, union) pixel counts, int64: the per-query tables keep them so that a
+    report can resample overall IoU (a ratio of sums) by image, not only the per-query IoU."""
+    counts = np.array([intersection_union(p, t, k) for k, (p, t) in enumerate(zip(predictions, ground_truths))],
+                      dtype=np.int64).reshape(-1, 2)
+    return counts[:, 0], counts[:, 1]
+
+
 def per_query_iou(predictions: Sequence[np.ndarray], ground_truths: Sequence[np.ndarray]) -> np.ndarray:
     """Each pair's IoU (for paired bootstrap intervals resampled by image)."""
-    return np.array([i / u for i, u in (intersection_union(p, t, k)
-                                        for k, (p, t) in enumerate(zip(predictions, ground_truths)))])
+    intersection, union = per_query_counts(predictions, ground_truths)
+    return intersection / union

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from refexp.metrics.bootstrap import paired_difference
+from refexp.metrics.bootstrap import paired_difference, paired_ratio_difference
 
 # Columns that identify a test query in every model's predictions table.
 QUERY_KEYS = ["region_id", "expression"]
@@ -20,10 +20,19 @@ IMAGE_KEY = "image_id"
 
 @dataclass(frozen=True)
 class QueryScores:
-    """Per-variant per-query scores over one shared list of test queries, and each query's image."""
+    """Per-variant per-query scores over one shared list of test queries, and each query's image.
+    With `denominators` a variant's statistic is the ratio of sums, sum(scores) / sum(denominators)
+    (overall IoU: intersections over unions); without, the mean of its scores."""
 
     scores: dict[str, np.ndarray]
     images: np.ndarray | None
+    denominators: dict[str, np.ndarray] | None = None
+
+    def subset(self, mask: np.ndarray) -> "QueryScores":
+        """The queries where mask is true."""
+        return QueryScores({k: v[mask] for k, v in self.scores.items()},
+                           None if self.images is None else self.images[mask],
+                           None if self.denominators is None else {k: v[mask] for k, v in self.denominators.items()})
 
     def __contains__(self, variant: str) -> bool:
         return variant in self.scores
@@ -33,10 +42,12 @@ class QueryScores:
 
 
 def per_query_scores(prediction_files: dict[str, Path], score: Callable[[pd.DataFrame], np.ndarray],
-                     columns: list[str]) -> QueryScores:
-    """score(table) per variant whose predictions file exists, after checking that every table lists
-    the same test queries in the same order (a paired comparison needs it)."""
-    out, reference, images = {}, None, None
+                     columns: list[str], denominator: Callable[[pd.DataFrame], np.ndarray] | None = None
+                     ) -> QueryScores:
+    """score(table) (and denominator(table), for a ratio of sums) per variant whose predictions file exists,
+    after checking that every table lists the same test queries in the same order (a paired comparison
+    needs it)."""
+    out, reference, images, denominators = {}, None, None, {}
     for variant, path in prediction_files.items():
         if not path.exists():
             continue
@@ -47,7 +58,15 @@ def per_query_scores(prediction_files: dict[str, Path], score: Callable[[pd.Data
         elif not keys.equals(reference):
             raise ValueError(f"{path}: its test queries are not in the order of the other variants' predictions")
         out[variant] = np.asarray(score(table), dtype=np.float64)
-    return QueryScores(out, images)
+        if denominator is not None:
+            denominators[variant] = np.asarray(denominator(table), dtype=np.float64)
+    return QueryScores(out, images, denominators if denominator is not None else None)
+
+
+def overall_iou_scores(prediction_files: dict[str, Path]) -> QueryScores:
+    """Overall IoU per variant from the per-query `intersection` and `union` pixel counts."""
+    return per_query_scores(prediction_files, lambda t: t["intersection"].to_numpy(), ["intersection", "union"],
+                            denominator=lambda t: t["union"].to_numpy())
 
 
 VERDICT_TEXT = {"a > b": "holds", "a < b": "reversed", "not resolved": "not resolved (interval spans 0)"}
@@ -55,6 +74,10 @@ VERDICT_TEXT = {"a > b": "holds", "a < b": "reversed", "not resolved": "not reso
 
 def claim_intervals(correct: QueryScores, pairs: list[tuple[str, str]], seed: int) -> dict[tuple[str, str], object]:
     """(a, b) -> PairedDifference (images resampled) for each claim with both variants present."""
+    if correct.denominators is not None:
+        den = correct.denominators
+        return {(a, b): paired_ratio_difference(correct[a], den[a], correct[b], den[b], correct.images, seed=seed)
+                for a, b in pairs if a in correct and b in correct}
     return {(a, b): paired_difference(correct[a], correct[b], correct.images, seed=seed)
             for a, b in pairs if a in correct and b in correct}
 

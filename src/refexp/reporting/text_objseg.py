@@ -17,7 +17,7 @@ from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import Config  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import ModelInput, provenance, run_summary  # noqa: E402
-from refexp.reporting.significance import per_query_scores, significance_table  # noqa: E402
+from refexp.reporting.significance import overall_iou_scores, per_query_scores, significance_table  # noqa: E402
 from refexp.reporting.tables import markdown_table  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -199,18 +199,22 @@ def build_report(cfg: Config, paths: Paths) -> dict:
     grabcut_claims = [c for c in GRABCUT_ORDER if all(name in s.baselines for name in c)]
     hits = per_query_scores(prediction_files, lambda t: (t["iou"] >= 0.5).to_numpy(), ["iou"])
     ious = per_query_scores(prediction_files, lambda t: t["iou"].to_numpy(), ["iou"])
+    overall = overall_iou_scores(prediction_files)
     in_study = "text_objseg" in cfg.seed_study.models
     baselines_note = ("training-seed noise comes on top; the seed study retrains our model, not the baselines, so "
                       "seed_study.md does not judge these claims.")
     lines += ["## The paper's claims on our data", "", "High resolution above low resolution:", "",
               *significance_table(hits, PAPER_ORDER, cfg.run.seed, "prec@0.5", in_seed_study=in_study),
+              *significance_table(overall, PAPER_ORDER, cfg.run.seed, "overall IoU", in_seed_study=in_study),
               *significance_table(ious, PAPER_ORDER, cfg.run.seed, "mean IoU", in_seed_study=in_study),
               "Ours above every baseline:", "",
               *significance_table(hits, over_baselines, cfg.run.seed, "prec@0.5", seed_note=baselines_note),
+              *significance_table(overall, over_baselines, cfg.run.seed, "overall IoU", seed_note=baselines_note),
               *significance_table(ious, over_baselines, cfg.run.seed, "mean IoU", seed_note=baselines_note)]
     if grabcut_claims:
         lines += ["GrabCut above the bounding box it starts from:", "",
-                  *significance_table(hits, grabcut_claims, cfg.run.seed, "prec@0.5", seed_note=baselines_note)]
+                  *significance_table(hits, grabcut_claims, cfg.run.seed, "prec@0.5", seed_note=baselines_note),
+                  *significance_table(overall, grabcut_claims, cfg.run.seed, "overall IoU", seed_note=baselines_note)]
     ours_pairs = [(f"{v}_highres", "text_objseg_highres") for v in extra]
     if ours_pairs:
         lines += ["### Our variants against the code's model (not claims of the paper)", "",

@@ -33,6 +33,7 @@ from refexp.reporting.significance import (  # noqa: E402
     VERDICT_TEXT,
     QueryScores,
     claim_intervals,
+    overall_iou_scores,
     per_query_scores,
     significance_table,
 )
@@ -71,9 +72,12 @@ PAPER_TABLES = {
                              "embedding": (35.86, 28.37, 20.49, 12.47, 4.48, 49.91)}),
 }
 _PREC_05, _OVERALL_IOU = 0, 5  # columns of a paper row
-# The paper's ordering claims (better, worse): each step of its method, and the full model above the
-# category branch alone (Sec. 3: "our full model achieves the highest performance").
-CLAIMS = [("embedding", "baseline"), ("synthesized", "embedding"), ("full", "synthesized"), ("full", "category")]
+# The metrics whose gaps get an interval: (key, label); overall IoU resamples the per-query pixel counts.
+METRICS = [("prec_at_0.5", "prec@0.5"), ("overall_iou", "overall IoU"), ("mean_iou", "mean IoU")]
+# The paper's ordering claims (better, worse): each step of its method, the full model above the
+# category branch alone (Sec. 3: "our full model achieves the highest performance"), and so above the baseline.
+CLAIMS = [("embedding", "baseline"), ("synthesized", "embedding"), ("full", "synthesized"), ("full", "category"),
+          ("full", "baseline")]
 NOVEL_CLAIM = ("embedding", "baseline")
 
 
@@ -130,7 +134,7 @@ def _cells(metrics: dict, prefix: str) -> list[str]:
 def _subset(scores: QueryScores, mask: np.ndarray) -> QueryScores:
     if scores.images is None:  # no row's per-query table exists
         return scores
-    return QueryScores({k: v[mask] for k, v in scores.scores.items()}, scores.images[mask])
+    return scores.subset(mask)
 
 
 def _resolvable(scores: QueryScores) -> bool:
@@ -151,6 +155,7 @@ class DatasetResults:
         present = {item: path for item, path in self.files.items() if path.exists()}
         self.hits = per_query_scores(present, lambda t: (t["iou"] >= 0.5).to_numpy(), ["iou"])
         self.ious = per_query_scores(present, lambda t: t["iou"].to_numpy(), ["iou"])
+        self.overall = overall_iou_scores(present)
         self.queries = (pd.read_parquet(next(iter(present.values())), columns=["image_id", "split", "novel_words"])
                         if present else pd.DataFrame(columns=["image_id", "split", "novel_words"]))
 
@@ -160,6 +165,11 @@ class DatasetResults:
 
     def item(self, kind: str) -> str | None:
         return self.kinds.get(kind)
+
+    def scores(self, mask: np.ndarray) -> dict[str, QueryScores]:
+        """The queries of `mask`, per metric of METRICS."""
+        return {"prec_at_0.5": _subset(self.hits, mask), "overall_iou": _subset(self.overall, mask),
+                "mean_iou": _subset(self.ious, mask)}
 
     def mask(self, split: str, novel: bool | None = None) -> np.ndarray:
         m = (self.queries["split"] == split).to_numpy(dtype=bool)
@@ -421,10 +431,11 @@ def _seed_study(cfg: Config, paths: Paths) -> dict:
     return {"note": note, "lines": lines}
 
 
-def _claim_tables(cfg: Config, hits: QueryScores, ious: QueryScores, pairs, note: str | None) -> list[str]:
+def _claim_tables(cfg: Config, scores: dict[str, QueryScores], pairs, note: str | None) -> list[str]:
+    """One significance table per metric of METRICS (prec@0.5, overall IoU, mean IoU)."""
     kwargs = {"seed_note": note} if note else {"in_seed_study": False}
-    return [*significance_table(hits, pairs, cfg.run.seed, "prec@0.5", **kwargs),
-            *significance_table(ious, pairs, cfg.run.seed, "mean IoU", **kwargs)]
+    return [line for key, label in METRICS for line in significance_table(scores[key], pairs, cfg.run.seed, label,
+                                                                         **kwargs)]
 
 
 def _paper_gap(r: DatasetResults, a: str, b: str, column: int) -> str:
@@ -435,12 +446,12 @@ def _paper_gap(r: DatasetResults, a: str, b: str, column: int) -> str:
 def _claims_section(cfg: Config, results: list[DatasetResults], note: str | None) -> tuple[list[str], dict]:
     lines = ["## The paper's claims on our data", "",
              "Each step of the method above the one before it (baseline < + word embedding < + synthesized < "
-             "full) and the full model above the category branch alone, on every dataset and split. A claim "
-             "holds when the paired interval of the gap excludes 0 in the paper's direction, is reversed when it "
-             "excludes 0 the other way, and is not resolved otherwise. Intervals are on prec@0.5 and mean IoU, "
-             "per-query scores that the bootstrap can resample; overall IoU is a ratio of pixel sums, and the "
-             "per-query tables do not carry the pixel counts, so its gap is shown without an interval. The "
-             "paper's own gaps (its tables, points) are shown beside ours.", ""]
+             "full), the full model above the category branch alone and above the baseline, on every dataset and "
+             "split. A claim holds when the paired interval of the gap excludes 0 in the paper's direction, is "
+             "reversed when it excludes 0 the other way, and is not resolved otherwise. Intervals resample the "
+             "test images with all their queries: for prec@0.5 and mean IoU the per-query scores, for overall IoU "
+             "the per-query intersection and union pixel counts, pooled over each resample's queries. The paper's "
+             "own gaps (its tables, points) are shown beside ours.", ""]
     summary, details, verdicts = [], [], {}
     for r in results:
         claims = [(a, b) for a, b in CLAIMS if a in r.kinds and b in r.kinds]
@@ -449,38 +460,31 @@ def _claims_section(cfg: Config, results: list[DatasetResults], note: str | None
             continue
         kinds = dict(zip(pairs, claims))
         for split in r.splits:
-            mask = r.mask(split)
-            hits, ious = _subset(r.hits, mask), _subset(r.ious, mask)
-            if not _resolvable(hits):
-                if mask.any():
+            scores = r.scores(r.mask(split))
+            if not _resolvable(scores["prec_at_0.5"]):
+                if r.mask(split).any():
                     details += [f"### `{r.dataset}` ({r.name}), split `{split}`", "",
                                 "Too few queries or images for an interval.", ""]
                 continue
-            h, m = claim_intervals(hits, pairs, cfg.run.seed), claim_intervals(ious, pairs, cfg.run.seed)
+            intervals = {key: claim_intervals(scores[key], pairs, cfg.run.seed) for key, _ in METRICS}
             for pair in pairs:
                 a, b = pair
                 ka, kb = kinds[pair]
-                ma, mb = r.metrics.get(a, {}), r.metrics.get(b, {})
-                key = f"{split}/overall_iou"
-                overall = f"{100 * (ma[key] - mb[key]):+.2f}" if key in ma and key in mb else "–"
                 row = [f"`{r.dataset}` {split}", f"{SHORT[ka]} > {SHORT[kb]}",
                        f"{_paper_gap(r, ka, kb, _PREC_05)} / {_paper_gap(r, ka, kb, _OVERALL_IOU)}"]
-                for scores in (h, m):
-                    d = scores.get(pair)
+                for key, _ in METRICS:
+                    d = intervals[key].get(pair)
                     row += ([f"{100 * d.difference:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
                              VERDICT_TEXT[d.verdict]] if d else ["not run", "–"])
-                summary.append(row + [overall])
-                if pair in h:
-                    verdicts[f"claims/{r.dataset}/{split}/{a}>{b}/prec_at_0.5"] = VERDICT_TEXT[h[pair].verdict]
-                if pair in m:
-                    verdicts[f"claims/{r.dataset}/{split}/{a}>{b}/mean_iou"] = VERDICT_TEXT[m[pair].verdict]
+                    if d:
+                        verdicts[f"claims/{r.dataset}/{split}/{a}>{b}/{key}"] = VERDICT_TEXT[d.verdict]
+                summary.append(row)
             details += [f"### `{r.dataset}` ({r.name}), split `{split}`", "",
-                        *_claim_tables(cfg, hits, ious, pairs, note)]
+                        *_claim_tables(cfg, scores, pairs, note)]
     if not summary:
         return lines + ["No two rows of a claim have been evaluated.", ""], verdicts
     lines += markdown_table(["dataset, split", "claim", "paper gap: prec@0.5 / overall IoU",
-                             "ours: prec@0.5 gap [95%]", "prec@0.5", "ours: mean IoU gap [95%]", "mean IoU",
-                             "ours: overall IoU gap"], summary)
+                             *[h for _, label in METRICS for h in (f"ours: {label} gap [95%]", label)]], summary)
     return lines + details, verdicts
 
 
@@ -524,12 +528,12 @@ def _novel_section(cfg: Config, results: list[DatasetResults], note: str | None)
                 rows.append([f"{ROW_NAMES[kind]} (`{item}`)", *_cells(m, f"{split}/novel_words"), rest])
             lines += [head + " (%):", "", *markdown_table(header, rows)]
             pairs = r.pairs([NOVEL_CLAIM])
-            hits, ious = _subset(r.hits, novel), _subset(r.ious, novel)
-            if pairs and _resolvable(hits):
+            scores = r.scores(novel)
+            if pairs and _resolvable(scores["prec_at_0.5"]):
                 lines += [f"The claim {SHORT[NOVEL_CLAIM[0]]} > {SHORT[NOVEL_CLAIM[1]]} on this subset:", "",
-                          *_claim_tables(cfg, hits, ious, pairs, note)]
-                for metric, scores in (("prec_at_0.5", hits), ("mean_iou", ious)):
-                    for (a, b), d in claim_intervals(scores, pairs, cfg.run.seed).items():
+                          *_claim_tables(cfg, scores, pairs, note)]
+                for metric, _ in METRICS:
+                    for (a, b), d in claim_intervals(scores[metric], pairs, cfg.run.seed).items():
                         verdicts[f"novel/{r.dataset}/{split}/{a}>{b}/{metric}"] = VERDICT_TEXT[d.verdict]
             elif pairs:
                 lines += ["Too few novel-word queries (or images) for an interval.", ""]

@@ -341,9 +341,14 @@ def _vision_text_only_rows(cfg: Config, spaths: Paths, seed: int) -> tuple[list[
     return rows, hits
 
 
-def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd.DataFrame], float]:
-    """Every variant at one seed: (rows, per-query hits, SCRC caption pretraining seconds). Runs in a
-    worker process."""
+# The models in the order their rows are listed, and the longest to train first when work is handed out.
+MODEL_ORDER = ("scrc", "attention_regression", "text_objseg", "grn", "vision_text_only")
+LONGEST_FIRST = ("vision_text_only", "grn", "scrc", "text_objseg", "attention_regression")
+
+
+def _run_unit(cfg: Config, paths: Paths, seed: int, model: str) -> tuple[list[dict], list[pd.DataFrame], float]:
+    """One model's variants at one seed: (rows, per-query hits, SCRC caption pretraining seconds). Runs in a
+    worker process; the seed's folder was made ready (_fresh_or_resumable) before any unit started."""
     import torch
 
     if not logging.getLogger().handlers:  # a spawned worker starts without the stage's logging setup
@@ -351,25 +356,12 @@ def _run_seed(cfg: Config, paths: Paths, seed: int) -> tuple[list[dict], list[pd
     if cfg.training.cpu_threads:
         torch.set_num_threads(cfg.training.cpu_threads)
     scfg, spaths = seed_config(cfg, seed), seed_paths(paths, seed)
-    _fresh_or_resumable(spaths, _params_digest(cfg, seed, paths))
-    rows: list[dict] = []
-    hits: list[pd.DataFrame] = []
-    pretrain_seconds = 0.0
-    if "scrc" in cfg.seed_study.models:
-        rows, hits, pretrain_seconds = _scrc_rows(scfg, spaths, seed)
-    if "attention_regression" in cfg.seed_study.models:
-        more_rows, more_hits = _regression_rows(scfg, spaths, seed)
-        rows, hits = rows + more_rows, hits + more_hits
-    if "text_objseg" in cfg.seed_study.models:
-        more_rows, more_hits = _segmentation_rows(scfg, spaths, seed)
-        rows, hits = rows + more_rows, hits + more_hits
-    if "grn" in cfg.seed_study.models:
-        more_rows, more_hits = _grn_rows(scfg, spaths, seed)
-        rows, hits = rows + more_rows, hits + more_hits
-    if "vision_text_only" in cfg.seed_study.models:
-        more_rows, more_hits = _vision_text_only_rows(scfg, spaths, seed)
-        rows, hits = rows + more_rows, hits + more_hits
-    return rows, hits, pretrain_seconds
+    if model == "scrc":
+        return _scrc_rows(scfg, spaths, seed)
+    runner = {"attention_regression": _regression_rows, "text_objseg": _segmentation_rows, "grn": _grn_rows,
+              "vision_text_only": _vision_text_only_rows}[model]
+    rows, hits = runner(scfg, spaths, seed)
+    return rows, hits, 0.0
 
 
 def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, float]:
@@ -381,19 +373,27 @@ def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, fl
     one row per (model, variant, seed, test query) with its image and whether it was hit (the per-seed
     checks resample images); and the SCRC caption pretraining's training seconds over all seeds.
 
-    Seeds run in `seed_study.workers` processes (each on training.cpu_threads threads); every run is
-    seeded and deterministic, so the scores do not depend on the number of workers."""
+    Each (seed, model) runs in one of `seed_study.workers` processes (each on training.cpu_threads threads),
+    the longest models first; every run is seeded and deterministic, so the scores do not depend on the
+    number of workers or the order."""
     _check_inputs(cfg, paths)
     seeds = cfg.seed_study.seeds
-    workers = min(cfg.seed_study.workers, len(seeds))
+    for seed in seeds:  # before any unit starts: a seed whose params changed is cleared once, here
+        _fresh_or_resumable(seed_paths(paths, seed), _params_digest(cfg, seed, paths))
+    # One unit per (seed, model), so that the workers stay busy to the end; the rows come out by seed, then model.
+    units = [(seed, model) for seed in seeds for model in MODEL_ORDER if model in cfg.seed_study.models]
+    dispatch = sorted(units, key=lambda unit: LONGEST_FIRST.index(unit[1]))
+    workers = min(cfg.seed_study.workers, len(units))
     if workers == 1:
-        results = [_run_seed(cfg, paths, seed) for seed in seeds]
+        done = [_run_unit(cfg, paths, seed, model) for seed, model in dispatch]
     else:
         # spawn: a forked child would inherit the parent's torch thread pools.
         # die_with_parent: a killed study leaves no seed training on its own.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            results = list(pool.map(_run_seed, [cfg] * len(seeds), [paths] * len(seeds), seeds))
-    rows = [row for seed_rows, _, _ in results for row in seed_rows]
-    hits = pd.concat([h for _, seed_hits, _ in results for h in seed_hits], ignore_index=True)
+            done = list(pool.map(_run_unit, [cfg] * len(dispatch), [paths] * len(dispatch),
+                                 [seed for seed, _ in dispatch], [model for _, model in dispatch]))
+    results = [dict(zip(dispatch, done))[unit] for unit in units]
+    rows = [row for unit_rows, _, _ in results for row in unit_rows]
+    hits = pd.concat([h for _, unit_hits, _ in results for h in unit_hits], ignore_index=True)
     return pd.DataFrame(rows), hits, sum(seconds for _, _, seconds in results)

@@ -31,7 +31,7 @@ from refexp.config import Config, TextObjSegConfig, TextObjSegModelConfig
 from refexp.data.coco import decode_rle
 from refexp.data.letterbox import Letterbox, any_positive_downsample
 from refexp.data.skips import DataError
-from refexp.metrics.masks import per_query_iou, segmentation_metrics
+from refexp.metrics.masks import per_query_counts, segmentation_metrics
 from refexp.models.text_objseg import SmallFcnMap, TextObjSeg, VggFc8Map, decay_groups, weighted_logistic_loss
 from refexp.paths import Paths
 from refexp.text.vocab import Vocab
@@ -355,7 +355,8 @@ def _scored(rows: pd.DataFrame, preds: list[np.ndarray], truths: list[np.ndarray
     metrics = {f"{split}/{k}": v for k, v in segmentation_metrics(preds, truths).items()}
     metrics.update({f"{split}/queries": len(rows), f"{split}/skipped_without_mask": no_mask})
     table = rows[["image_id", "image_path", "region_id", "expression", "kind"]].copy()
-    table["iou"] = per_query_iou(preds, truths)
+    table["intersection"], table["union"] = per_query_counts(preds, truths)  # overall IoU's parts, per query
+    table["iou"] = table["intersection"] / table["union"]
     table["predicted_pixels"] = [int(p.sum()) for p in preds]
     table["true_pixels"] = [int(t.sum()) for t in truths]
     return metrics, table

@@ -39,7 +39,7 @@ from refexp.artifacts import save_torch
 from refexp.config import Config, TextObjSegModelConfig, TrainingConfig, VisionTextOnlyVariant
 from refexp.data.coco import decode_rle
 from refexp.data.skips import DataError
-from refexp.metrics.masks import per_query_iou, segmentation_metrics
+from refexp.metrics.masks import per_query_counts, segmentation_metrics
 from refexp.models.text_objseg import TextObjSeg
 from refexp.models.vision_text_only import (
     EPS,
@@ -517,7 +517,8 @@ def _score_split(rows: pd.DataFrame, scores: list[np.ndarray], examples, split: 
     table = rows[["image_id", "image_path", "region_id", "expression", "category"]].copy()
     table["split"] = split
     table["novel_words"] = novel
-    table["iou"] = per_query_iou(preds, truths)
+    table["intersection"], table["union"] = per_query_counts(preds, truths)  # overall IoU's parts, per query
+    table["iou"] = table["intersection"] / table["union"]
     return metrics, table
 
 

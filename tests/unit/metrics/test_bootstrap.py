@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from refexp.metrics.bootstrap import paired_difference
+from refexp.metrics.bootstrap import paired_difference, paired_ratio_difference
 
 
 def test_identical_variants_have_a_zero_interval():
@@ -75,3 +75,44 @@ def test_unequal_images_pool_their_queries():
     assert d.difference == pytest.approx(4 / 6) and d.n_clusters == 3
     with pytest.raises(ValueError, match="one cluster per query"):
         paired_difference(a, b, groups=["x", "y"])
+
+
+def test_ratio_of_sums_hand_computed_and_resampled_by_image():
+    # Overall IoU: intersections over unions summed over the queries.
+    # a: (8 + 10 + 0) / (16 + 10 + 9) = 18/35; b: (4 + 10 + 9) / (16 + 20 + 9) = 23/45.
+    a_num, a_den = np.array([8, 10, 0]), np.array([16, 10, 9])
+    b_num, b_den = np.array([4, 10, 9]), np.array([16, 20, 9])
+    d = paired_ratio_difference(a_num, a_den, b_num, b_den)
+    assert d.difference == pytest.approx(18 / 35 - 23 / 45)
+    assert d.low <= d.difference <= d.high and d.n_clusters == 3
+    # Every resample of the images recomputes both ratios over what it drew: check one by hand.
+    groups = np.array(["x", "x", "y"])
+    by_image = paired_ratio_difference(a_num, a_den, b_num, b_den, groups, n_resamples=500, seed=1)
+    assert by_image.n_clusters == 2
+    # The only possible resamples: {x, x}, {y, y}, {x, y}; the interval lies within their gaps.
+    gaps = [18 / 26 - 14 / 36, 0 / 9 - 9 / 9, 18 / 35 - 23 / 45]
+    assert min(gaps) - 1e-12 <= by_image.low <= by_image.high <= max(gaps) + 1e-12
+
+
+def test_ratio_gap_matches_a_plain_resampling_loop():
+    rng = np.random.default_rng(4)
+    images = np.repeat(np.arange(30), 5)
+    union = rng.integers(50, 400, size=150)
+    a_num = (union * rng.uniform(0.3, 0.9, size=150)).astype(int)
+    b_num = (union * rng.uniform(0.2, 0.8, size=150)).astype(int)
+    d = paired_ratio_difference(a_num, union, b_num, union, images, n_resamples=3000, seed=5)
+    # An independent loop: draw images with replacement, pool their queries, take the ratio gap.
+    loop_rng, gaps = np.random.default_rng(11), []
+    for _ in range(3000):
+        drawn = np.concatenate([np.flatnonzero(images == i) for i in loop_rng.integers(0, 30, size=30)])
+        gaps.append(a_num[drawn].sum() / union[drawn].sum() - b_num[drawn].sum() / union[drawn].sum())
+    assert d.difference == pytest.approx(a_num.sum() / union.sum() - b_num.sum() / union.sum())
+    assert d.low == pytest.approx(np.percentile(gaps, 2.5), abs=0.006)
+    assert d.high == pytest.approx(np.percentile(gaps, 97.5), abs=0.006)
+
+
+def test_equal_ratios_everywhere_have_no_spread_and_bad_denominators_are_refused():
+    same = paired_ratio_difference(np.array([1, 2, 3]), np.array([2, 4, 6]), np.array([1, 1, 1]), np.array([4, 4, 4]))
+    assert (same.difference, same.low, same.high) == (0.25, 0.25, 0.25) and same.verdict == "a > b"
+    with pytest.raises(ValueError, match="positive"):
+        paired_ratio_difference(np.ones(3), np.array([1, 0, 1]), np.ones(3), np.ones(3))

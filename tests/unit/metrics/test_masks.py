@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from refexp.metrics.masks import pair_iou, per_query_iou, segmentation_metrics
+from refexp.metrics.masks import pair_iou, per_query_counts, per_query_iou, segmentation_metrics
 
 
 def _mask(h, w, box):
@@ -26,6 +26,11 @@ def test_hand_computed_case():
     assert m["mean_iou"] == pytest.approx((0.5 + 1 + 0) / 3)
     assert list(m) == ["prec_at_0.5", "prec_at_0.6", "prec_at_0.7", "prec_at_0.8", "prec_at_0.9",
                        "overall_iou", "mean_iou"]
+    # The per-query counts the tables keep: overall IoU is their ratio of sums.
+    intersection, union = per_query_counts(preds, truths)
+    assert intersection.tolist() == [8, 10, 0] and union.tolist() == [16, 10, 9]
+    assert intersection.dtype == union.dtype == np.int64
+    assert intersection.sum() / union.sum() == pytest.approx(m["overall_iou"])
 
 
 def test_matches_pycocotools_and_an_independent_count_on_random_masks():

@@ -17,11 +17,12 @@ def cfg():
 
 
 def test_claims_per_dataset(cfg):
-    """baseline < word embedding < synthesized < full and category < full; ReferIt has the first step only."""
+    """baseline < word embedding < synthesized < full, category < full and baseline < full; ReferIt has the
+    first step only."""
     assert report.claims(cfg, "vision_text_only") == [
         ("refcoco_embedding", "refcoco_baseline"), ("refcoco_synthesized", "refcoco_embedding"),
         ("refcoco_full", "refcoco_synthesized"), ("refcoco_full", "refcoco_category"),
-        ("referit_embedding", "referit_baseline")]
+        ("refcoco_full", "refcoco_baseline"), ("referit_embedding", "referit_baseline")]
 
 
 def test_a_variant_that_is_no_row_of_the_paper_is_in_no_claim(cfg):
@@ -78,7 +79,8 @@ def test_claims_judged_over_seeds_and_the_report(cfg, tmp_path):
     assert metrics["vision_text_only/claim/refcoco_embedding>refcoco_baseline/verdict"] == "not resolved"
     assert metrics["vision_text_only/claim/refcoco_full>refcoco_category/verdict"] == "a > b"
     assert metrics["vision_text_only/refcoco_full/overall_iou/mean"] == pytest.approx(0.255)
-    assert len(tables["vision_text_only"]) == 5
+    assert metrics["vision_text_only/claim/refcoco_full>refcoco_baseline/verdict"] == "a > b"
+    assert len(tables["vision_text_only"]) == 6
 
     report_path = tmp_path / "seed_study.md"
     report.write_report(cfg, scores, tables, report_path, tmp_path / "figures/scores.png", "make seed-study", 0.0, 60.0)

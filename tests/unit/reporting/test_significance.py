@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refexp.reporting.significance import QueryScores, per_query_scores, significance_table
+from refexp.reporting.significance import QueryScores, overall_iou_scores, per_query_scores, significance_table
 
 
 def _write(path, regions, iou):
@@ -44,3 +44,28 @@ def test_the_table_resamples_images():
     lines = significance_table(QueryScores({"a": a, "b": b}, images), [("a", "b")], seed=0, metric="P@1")
     assert "over the 3 test images" in lines[0]
     assert lines[-2].endswith("| not resolved (interval spans 0) |")
+
+
+def test_overall_iou_claims_resample_pixel_counts_by_image(tmp_path):
+    # 12 images of 3 queries; a doubles b's intersection on every query (same unions): overall IoU 0.6 vs 0.3.
+    regions = [f"i{i:02d}r{j}" for i in range(12) for j in range(3)]
+    images = [r[:3] for r in regions]
+    union = np.tile([100, 300, 50], 12)
+    tables = {}
+    for name, share in (("a", 0.6), ("b", 0.3)):
+        t = pd.DataFrame({"region_id": regions, "expression": ["e"] * 36, "image_id": images,
+                          "intersection": (share * union).astype(np.int64), "union": union})
+        t["iou"] = t["intersection"] / t["union"]
+        tables[name] = tmp_path / f"{name}.parquet"
+        t.to_parquet(tables[name])
+    overall = overall_iou_scores(tables)
+    assert overall.denominators["a"].tolist() == union.tolist()
+    assert overall["a"].sum() / overall.denominators["a"].sum() == pytest.approx(0.6)
+    lines = significance_table(overall, [("a", "b"), ("b", "a")], seed=0, metric="overall IoU")
+    assert "overall IoU, paired bootstrap over the 12 test images" in lines[0]
+    # Every image has the same two ratios: a gap of exactly 30 points, no spread.
+    assert "| `a` > `b` | +30.00 | [+30.00, +30.00] | holds |" in lines
+    assert "| `b` > `a` | -30.00 | [-30.00, -30.00] | reversed |" in lines
+    # A subset keeps the pixel counts paired with the scores.
+    half = overall.subset(np.arange(36) < 18)
+    assert len(half["a"]) == len(half.denominators["b"]) == len(half.images) == 18

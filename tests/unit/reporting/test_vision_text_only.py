@@ -94,7 +94,9 @@ def make_inputs(root, cfg) -> None:
             tables[f"{dataset}_category"] = _ious(queries, "category")
             tables[f"{dataset}_full"] = _ious(queries, "full")
         for item, iou in tables.items():
-            table = queries.drop(columns="left").assign(iou=iou)
+            # Pixel counts as the evaluation writes them: a union of 100 px per query, the intersection its IoU share.
+            table = queries.drop(columns="left").assign(intersection=np.round(100 * iou).astype(np.int64), union=100)
+            table["iou"] = table["intersection"] / table["union"]
             if item.endswith(("_category", "_full")):
                 parquet = paths.stage_dir(report.FUSED_STAGE, dataset) / f"{item.rsplit('_', 1)[1]}.parquet"
             else:
@@ -232,12 +234,19 @@ def test_claim_verdicts_come_from_the_intervals(rendered):
             key = f"claims/{dataset}/{split}/{dataset}_embedding>{dataset}_baseline/prec_at_0.5"
             assert out[key] == "holds"  # every embedding IoU >= 0.6, every baseline IoU < 0.2
             assert out[key.replace("prec_at_0.5", "mean_iou")] == "holds"
+            assert out[key.replace("prec_at_0.5", "overall_iou")] == "holds"
     for dataset in ("refcocog", "refcoco"):
         # identical per-query IoUs: a zero gap, not resolved
         key = f"claims/{dataset}/val/{dataset}_synthesized>{dataset}_embedding/mean_iou"
         assert out[key].startswith("not resolved")
         # the category branch is 1 everywhere, the full model 0 on a third of the queries: reversed
         assert out[f"claims/{dataset}/val/{dataset}_full>{dataset}_category/prec_at_0.5"] == "reversed"
+        assert out[f"claims/{dataset}/val/{dataset}_full>{dataset}_category/overall_iou"] == "reversed"
+        assert out[key.replace("mean_iou", "overall_iou")].startswith("not resolved")
+        # The full model against the baseline (each table's last row against its first): full is 1 on two
+        # thirds of the queries and 0 on the rest, the baseline 0.1-0.2 everywhere.
+        assert out[f"claims/{dataset}/val/{dataset}_full>{dataset}_baseline/overall_iou"] == "holds"
+    assert "overall IoU, paired bootstrap over the 8 test images" in text
     assert "2,000 resamples, percentile 95% interval" in text
     assert "| `refcocog` val | + embedding > baseline | +1.19 / +2.58 |" in text  # the paper's own gaps
     assert "| `refcoco` val | full > category-only | +17.18 / +9.95 |" in text
