@@ -196,7 +196,9 @@ class PairExamples(Dataset):
 
 
 def training_pairs(data: RetrievalData, s: GrnConfig, setting: str, vocab: Vocab, max_tokens: int,
-                   skips: SkipCounter) -> PairExamples:
+                   skips: SkipCounter, source: Path) -> PairExamples:
+    """The (query, positive) pairs of the training queries; `source` is the file an error names (the
+    benchmark's queries for the GT setting, the proposals for RPN)."""
     targets = split_queries(data, "train", skips)
     if setting == "rpn":
         rows = np.unique(np.concatenate(targets.target_rows))
@@ -220,15 +222,11 @@ def training_pairs(data: RetrievalData, s: GrnConfig, setting: str, vocab: Vocab
         if setting == "rpn" and found == 0:
             skips.add("query_without_positive_proposal", "proposals.parquet", f"set {set_id}, query row {qrow}")
     if not q_index:
-        raise DataError(benchmark_dir_hint(setting), "no training pairs (no training query has a positive)")
+        raise DataError(source, "no training pairs (no training query has a positive)")
     tokens, lengths, _ = encode(texts, vocab, max_tokens)
     positive_source = data.features if setting == "gt" else data.proposal_features
     return PairExamples(data.features[q_index], positive_source[pos_maps_index], tokens, lengths,
                         torch.tensor(set_ids))
-
-
-def benchmark_dir_hint(setting: str) -> str:
-    return "<build_region_benchmark corpus.parquet>" if setting == "gt" else "<extract_region_features proposals.parquet>"
 
 
 def collate(items: list[dict]) -> dict:
@@ -304,7 +302,9 @@ def train(cfg: Config, paths: Paths, variant: str, progress: bool = True) -> dic
     data = load_data(paths, s, m.setting)
     vocab = build_vocab(data.corpus, s.min_word_count)
     skips = SkipCounter()
-    examples = training_pairs(data, s, m.setting, vocab, m.max_tokens, skips)
+    source = (benchmark_dir(paths, s) / "queries.parquet" if m.setting == "gt"
+              else features_dir(paths, s) / "proposals.parquet")
+    examples = training_pairs(data, s, m.setting, vocab, m.max_tokens, skips, source)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     model = build(s, variant, vocab, data.features.shape[1], cfg.run.seed)
     out = paths.model_dir("grn", variant)

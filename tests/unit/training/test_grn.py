@@ -2,6 +2,8 @@
 both settings (targets, the query region excluded), RPN positives by IoU, in-batch negatives, <unk> counting."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,10 +103,11 @@ def test_rpn_training_pairs_use_matching_proposals_and_count_the_rest():
     vocab = Vocab.build([["a", "man", "on", "horse"]])
     skips = SkipCounter()
     cfg = tiny_config()
-    pairs = grn.training_pairs(d, cfg.grn, "gt", vocab, 20, skips)
+    pairs = grn.training_pairs(d, cfg.grn, "gt", vocab, 20, skips, Path("queries.parquet"))
     assert len(pairs) == 1 and torch.equal(pairs.positive_maps[0], d.features[5])  # r4 -> r5
-    with pytest.raises(DataError, match="no training pairs"):  # r5 has no proposal above 0.7 in image e
-        grn.training_pairs(d, cfg.grn, "rpn", vocab, 20, SkipCounter())
+    # r5 has no proposal above 0.7 in image e: the error names the proposals file
+    with pytest.raises(DataError, match=r"proposals\.parquet.*no training pairs"):
+        grn.training_pairs(d, cfg.grn, "rpn", vocab, 20, SkipCounter(), Path("data/x/proposals.parquet"))
 
 
 def test_batch_negatives_never_pick_the_same_set():
