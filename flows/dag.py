@@ -149,6 +149,53 @@ def dvc_env(repo: Path) -> dict[str, str]:
     return env
 
 
+# The reaper: a small process of its own session that reads "+<pgid>" / "-<pgid>" lines, and when its stdin
+# closes (the runner exited, or died, even by SIGKILL: the kernel closes its pipe) ends every group still
+# registered, SIGTERM then SIGKILL. Each stage's dvc leads a process group holding the stage's own process.
+_REAPER = """
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pgid in sorted(groups):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            groups.discard(pgid)
+    if not groups:
+        break
+    time.sleep(5)
+"""
+
+
+class GroupReaper:
+    """Ends the registered process groups when this process ends, however it ends: no stage keeps running
+    after the runner that started it is gone (a `kill -9` of `make run` included)."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-c", _REAPER], stdin=subprocess.PIPE, text=True,
+                                      start_new_session=True)
+        self._lock = threading.Lock()
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
+
+    def register(self, pgid: int) -> None:
+        self._send(f"+{pgid}")
+
+    def unregister(self, pgid: int) -> None:
+        self._send(f"-{pgid}")
+
+    def close(self) -> None:
+        """Nothing left to end: the reaper exits at once (it ends what is still registered)."""
+        with self._lock:
+            self._proc.stdin.close()
+        self._proc.wait()
+
+
 def _dvc_repro_cmd(stage: str, force: bool) -> list[str]:
     # --wait-for-lock: another stage running beside this one may hold the repository lock for a moment.
     return [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage] + (["--force"] if force else [])
@@ -168,6 +215,8 @@ def run_dvc_stage(
         _dvc_repro_cmd(stage, force), cwd=repo, env=dvc_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, bufsize=1, start_new_session=True,
     )
+    reaper = GroupReaper()  # a flow process killed outright leaves no stage running
+    reaper.register(proc.pid)
     try:
         for line in proc.stdout:
             line = line.rstrip()
@@ -178,6 +227,9 @@ def run_dvc_stage(
     except BaseException:
         _end_group(proc)
         raise
+    finally:
+        reaper.unregister(proc.pid)
+        reaper.close()
     if code != 0:
         raise StageFailed(f"stage {stage} failed (dvc exit code {code}); last output:\n" + "\n".join(tail))
 
@@ -224,7 +276,8 @@ def run_stages(
 
     `limited(stage)` stages (the GPU stages on a CUDA machine) run at most `limit` at a time. After a failure no
     new stage starts, the running ones finish (their results are recorded), and StageFailed names the first
-    failure with its last output lines. Ctrl-C ends every running stage's process group.
+    failure with its last output lines. Ctrl-C ends every running stage's process group; so does the
+    GroupReaper if this process is killed outright.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
@@ -236,6 +289,7 @@ def run_stages(
     running: dict[str, tuple[subprocess.Popen, float, deque[str]]] = {}
     runs: list[StageRun] = []
     failure: str | None = None
+    reaper = GroupReaper()
 
     def pump(stage: str, proc: subprocess.Popen, tail: deque[str]) -> None:
         for line in proc.stdout:
@@ -250,6 +304,7 @@ def run_stages(
             _dvc_repro_cmd(stage, force), cwd=repo, env=dvc_env(repo), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
         )
+        reaper.register(proc.pid)
         tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
         running[stage] = (proc, time.monotonic(), tail)
         threading.Thread(target=pump, args=(stage, proc, tail), daemon=True).start()
@@ -270,6 +325,7 @@ def run_stages(
                 break
             stage, code = finished.get()
             proc, started, tail = running.pop(stage)
+            reaper.unregister(proc.pid)
             runs.append(StageRun(stage, time.monotonic() - started, code))
             if code != 0:
                 failure = failure or (f"stage {stage} failed (dvc exit code {code}); last output:\n" + "\n".join(tail))
@@ -280,6 +336,8 @@ def run_stages(
         for proc, _, _ in running.values():
             _end_group(proc)
         raise
+    finally:
+        reaper.close()
     if failure:
         raise StageFailed(failure)
     if pending:  # never with a DAG DVC accepted: every stage's upstream stages are in the plan before it

@@ -153,3 +153,38 @@ def test_prefect_flow_runs_the_same_plan_side_by_side(harness, repo, monkeypatch
     assert max(p[0], q[0]) < min(p[1], q[1])
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
     assert pipeline(repo=str(repo)) == []  # nothing changed: nothing to run
+
+
+SLEEPER = """\
+import os, pathlib, time
+pathlib.Path("stage.pid").write_text(str(os.getpid()))
+time.sleep(300)
+pathlib.Path("slept.txt").write_text("done")
+"""
+
+
+@pytest.mark.slow
+def test_a_runner_killed_outright_leaves_no_stage_running(tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    repo = new_dvc_repo(tmp_path / "sleepy", {"dvc.yaml": "stages:\n  sleep:\n    cmd: python sleeper.py\n"
+                                                           "    deps: [sleeper.py]\n    outs: [slept.txt]\n",
+                                              "sleeper.py": SLEEPER, ".gitignore": "stage.pid\n"})
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    runner = subprocess.Popen([sys.executable, "-m", "flows.repro", "--repo", str(repo)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = repo / "stage.pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and runner.poll() is None, "the stage never started"
+        time.sleep(0.2)
+    stage = psutil.Process(int(pid_file.read_text()))
+    assert stage.is_running()
+    runner.send_signal(signal.SIGKILL)  # no handler, no cleanup in the runner itself
+    runner.wait(timeout=30)
+    gone, alive = psutil.wait_procs([stage], timeout=30)
+    assert stage in gone and not alive, "the stage outlived its runner"
+    assert not (repo / "slept.txt").exists()
