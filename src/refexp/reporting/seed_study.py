@@ -176,8 +176,8 @@ def _kind_table(part: pd.DataFrame) -> pd.DataFrame | None:
         return None
     means = part.groupby("variant", sort=False)[groups].mean()
     out = pd.DataFrame({"variant": [f"`{v}`" for v in means.index]})
-    for g in groups:
-        out[f"{g.replace('_', ' ')} %"] = [f"{100 * x:.2f}" for x in means[g]]
+    for g in groups:  # "–": the variant has no such queries (ReferIt has no novel words)
+        out[f"{g.replace('_', ' ')} %"] = [f"{100 * x:.2f}" if np.isfinite(x) else "–" for x in means[g]]
     return out
 
 
