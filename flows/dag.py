@@ -66,12 +66,17 @@ class StagePlan:
     order: list[str]
     upstream: dict[str, frozenset[str]]
 
-    def downstream_closure(self, stages: Iterable[str]) -> set[str]:
-        """The stages and every stage that depends on them, directly or not."""
-        dependents: dict[str, set[str]] = {s: set() for s in self.order}
+    def dependents(self) -> dict[str, set[str]]:
+        """Each stage's direct downstream stages."""
+        out: dict[str, set[str]] = {s: set() for s in self.order}
         for stage, ups in self.upstream.items():
             for up in ups:
-                dependents[up].add(stage)
+                out[up].add(stage)
+        return out
+
+    def downstream_closure(self, stages: Iterable[str]) -> set[str]:
+        """The stages and every stage that depends on them, directly or not."""
+        dependents = self.dependents()
         found, todo = set(), list(stages)
         while todo:
             stage = todo.pop()
@@ -83,11 +88,29 @@ class StagePlan:
     def launch_order(self) -> list[str]:
         """The order in which ready stages start: the longest chain of stages still to come first (the head of
         a long chain holds back everything after it, so it should not wait for the end), ties in plan order."""
-        depth: dict[str, int] = {}
+        dependents, depth = self.dependents(), {}
         for stage in reversed(self.order):
-            after = [d for d, ups in self.upstream.items() if stage in ups]
-            depth[stage] = 1 + max((depth[d] for d in after), default=0)
+            depth[stage] = 1 + max((depth[d] for d in dependents[stage]), default=0)
         return sorted(self.order, key=lambda stage: -depth[stage])  # stable: ties keep plan order
+
+    def startable(self, pending: list[str], done: set[str], running: Iterable[str], jobs: int,
+                  limited: Callable[[str], bool] = lambda stage: False, limit: int | None = None) -> list[str]:
+        """The pending stages (in their order) to start now: every upstream stage done, at most `jobs` running
+        in all, and at most `limit` of the `limited` ones (the GPU stages on a CUDA machine)."""
+        running = list(running)
+        slots, gpu = jobs - len(running), sum(map(limited, running))
+        chosen = []
+        for stage in pending:
+            if len(chosen) >= slots:
+                break
+            if not self.upstream[stage] <= done:
+                continue
+            if limit is not None and limited(stage):
+                if gpu >= limit:
+                    continue
+                gpu += 1
+            chosen.append(stage)
+        return chosen
 
 
 def stage_plan(repo: str | Path, targets: Iterable[str] | None = None) -> StagePlan:
@@ -284,7 +307,7 @@ def run_stages(
     repo = Path(repo)
     chosen = set(stages)
     pending = [stage for stage in plan.launch_order() if stage in chosen]
-    waiting_on = {stage: set(plan.upstream[stage]) & set(pending) for stage in pending}
+    done = set(plan.order) - chosen  # the stages not chosen are up to date: nothing waits for them
     finished: queue.Queue[tuple[str, int]] = queue.Queue()
     running: dict[str, tuple[subprocess.Popen, float, deque[str]]] = {}
     runs: list[StageRun] = []
@@ -312,16 +335,10 @@ def run_stages(
     try:
         while pending or running:
             if failure is None:
-                for stage in [s for s in pending if not waiting_on[s]]:
-                    if len(running) >= jobs:
-                        break
-                    if limit is not None and limited(stage) and sum(map(limited, running)) >= limit:
-                        continue
+                for stage in plan.startable(pending, done, running, jobs, limited, limit):
                     pending.remove(stage)
                     start(stage)
-            elif not running:
-                break
-            if not running:  # nothing can start: a cycle DVC would have refused, or a failure
+            if not running:  # nothing can start: a failure, or a cycle DVC would have refused
                 break
             stage, code = finished.get()
             proc, started, tail = running.pop(stage)
@@ -329,9 +346,8 @@ def run_stages(
             runs.append(StageRun(stage, time.monotonic() - started, code))
             if code != 0:
                 failure = failure or (f"stage {stage} failed (dvc exit code {code}); last output:\n" + "\n".join(tail))
-                continue
-            for other in pending:
-                waiting_on[other].discard(stage)
+            else:
+                done.add(stage)
     except BaseException:
         for proc, _, _ in running.values():
             _end_group(proc)

@@ -68,18 +68,16 @@ def pipeline(targets: list[str] | None = None, force: bool = False, repo: str = 
     logger = get_run_logger()
     cfg = flows_config(repo)
     plan = stage_plan(repo, targets)
-    todo = stages_to_run(repo, plan, force=force)
-    logger.info("%d of %d stage(s) to run, %d at a time: %s", len(todo), len(plan.order), cfg.jobs, ", ".join(todo))
-    done = set(plan.order) - set(todo)
-    todo = [stage for stage in plan.launch_order() if stage in set(todo)]  # longest chains first
+    chosen = stages_to_run(repo, plan, force=force)
+    logger.info("%d of %d stage(s) to run, %d at a time: %s", len(chosen), len(plan.order), cfg.jobs, ", ".join(chosen))
+    done = set(plan.order) - set(chosen)
+    todo = [stage for stage in plan.launch_order() if stage not in done]  # longest chains first
     running: dict[PrefectFuture, str] = {}
     results: dict[str, dict] = {}
     failed: PrefectFuture | None = None
     while todo or running:
         if failed is None:
-            for stage in [s for s in todo if plan.upstream[s] <= done]:
-                if len(running) >= cfg.jobs:
-                    break
+            for stage in plan.startable(todo, done, running.values(), cfg.jobs):
                 todo.remove(stage)
                 running[dvc_stage.with_options(**stage_task_options(cfg, stage)).submit(repo, stage, force)] = stage
         if not running:

@@ -188,3 +188,14 @@ def test_a_runner_killed_outright_leaves_no_stage_running(tmp_path):
     gone, alive = psutil.wait_procs([stage], timeout=30)
     assert stage in gone and not alive, "the stage outlived its runner"
     assert not (repo / "slept.txt").exists()
+
+
+def test_startable_keeps_to_upstream_jobs_and_the_limit():
+    plan = StagePlan(order=["a", "b", "c", "d"],
+                     upstream={"a": frozenset(), "b": frozenset(), "c": frozenset({"a"}), "d": frozenset()})
+    assert plan.startable(["a", "b", "c", "d"], set(), [], jobs=2) == ["a", "b"]
+    assert plan.startable(["c", "d"], set(), ["a"], jobs=2) == ["d"]  # c waits for a
+    assert plan.startable(["c", "d"], {"a"}, [], jobs=3) == ["c", "d"]
+    gpu = lambda stage: stage in {"b", "c"}  # noqa: E731
+    assert plan.startable(["b", "c", "d"], {"a"}, [], jobs=3, limited=gpu, limit=1) == ["b", "d"]
+    assert plan.startable(["c", "d"], {"a"}, ["b"], jobs=3, limited=gpu, limit=1) == ["d"]

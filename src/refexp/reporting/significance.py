@@ -63,10 +63,18 @@ def per_query_scores(prediction_files: dict[str, Path], score: Callable[[pd.Data
     return QueryScores(out, images, denominators if denominator is not None else None)
 
 
-def overall_iou_scores(prediction_files: dict[str, Path]) -> QueryScores:
-    """Overall IoU per variant from the per-query `intersection` and `union` pixel counts."""
-    return per_query_scores(prediction_files, lambda t: t["intersection"].to_numpy(), ["intersection", "union"],
-                            denominator=lambda t: t["union"].to_numpy())
+# The mask metrics whose gaps get an interval: (key, label); overall IoU resamples the pixel counts.
+MASK_METRICS = [("prec_at_0.5", "prec@0.5"), ("overall_iou", "overall IoU"), ("mean_iou", "mean IoU")]
+
+
+def mask_scores(prediction_files: dict[str, Path]) -> dict[str, QueryScores]:
+    """Per key of MASK_METRICS, from one read of each per-query table's `intersection` and `union` pixel
+    counts: hits (IoU >= 0.5), overall IoU (a ratio of sums) and per-query IoU."""
+    overall = per_query_scores(prediction_files, lambda t: t["intersection"].to_numpy(), ["intersection", "union"],
+                               denominator=lambda t: t["union"].to_numpy())
+    iou = {v: overall[v] / overall.denominators[v] for v in overall.scores}
+    return {"prec_at_0.5": QueryScores({v: (x >= 0.5).astype(np.float64) for v, x in iou.items()}, overall.images),
+            "overall_iou": overall, "mean_iou": QueryScores(iou, overall.images)}
 
 
 VERDICT_TEXT = {"a > b": "holds", "a < b": "reversed", "not resolved": "not resolved (interval spans 0)"}

@@ -17,7 +17,7 @@ from refexp.artifacts import atomic_path, write_text  # noqa: E402
 from refexp.config import Config  # noqa: E402
 from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import ModelInput, provenance, run_summary  # noqa: E402
-from refexp.reporting.significance import overall_iou_scores, per_query_scores, significance_table  # noqa: E402
+from refexp.reporting.significance import mask_scores, significance_table  # noqa: E402
 from refexp.reporting.tables import markdown_table  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -197,9 +197,8 @@ def build_report(cfg: Config, paths: Paths) -> dict:
     prediction_files.update({b: paths.stage_dir(BASELINE_STAGE, b) / "predictions.parquet" for b in s.baselines})
     over_baselines = [(f"text_objseg_{r}", b) for r in ("highres", "lowres") for b in s.baselines]
     grabcut_claims = [c for c in GRABCUT_ORDER if all(name in s.baselines for name in c)]
-    hits = per_query_scores(prediction_files, lambda t: (t["iou"] >= 0.5).to_numpy(), ["iou"])
-    ious = per_query_scores(prediction_files, lambda t: t["iou"].to_numpy(), ["iou"])
-    overall = overall_iou_scores(prediction_files)
+    scores = mask_scores(prediction_files)
+    hits, overall, ious = scores["prec_at_0.5"], scores["overall_iou"], scores["mean_iou"]
     in_study = "text_objseg" in cfg.seed_study.models
     baselines_note = ("training-seed noise comes on top; the seed study retrains our model, not the baselines, so "
                       "seed_study.md does not judge these claims.")

@@ -31,10 +31,10 @@ from refexp.paths import Paths  # noqa: E402
 from refexp.reporting.provenance import ModelInput, provenance, run_summary  # noqa: E402
 from refexp.reporting.significance import (  # noqa: E402
     VERDICT_TEXT,
+    MASK_METRICS,
     QueryScores,
     claim_intervals,
-    overall_iou_scores,
-    per_query_scores,
+    mask_scores,
     significance_table,
 )
 from refexp.reporting.tables import markdown_table  # noqa: E402
@@ -72,8 +72,6 @@ PAPER_TABLES = {
                              "embedding": (35.86, 28.37, 20.49, 12.47, 4.48, 49.91)}),
 }
 _PREC_05, _OVERALL_IOU = 0, 5  # columns of a paper row
-# The metrics whose gaps get an interval: (key, label); overall IoU resamples the per-query pixel counts.
-METRICS = [("prec_at_0.5", "prec@0.5"), ("overall_iou", "overall IoU"), ("mean_iou", "mean IoU")]
 # The paper's ordering claims (better, worse): each step of its method, the full model above the
 # category branch alone (Sec. 3: "our full model achieves the highest performance"), and so above the baseline.
 CLAIMS = [("embedding", "baseline"), ("synthesized", "embedding"), ("full", "synthesized"), ("full", "category"),
@@ -131,12 +129,6 @@ def _cells(metrics: dict, prefix: str) -> list[str]:
     return [f"{100 * metrics[k]:.2f}" for k in keys]
 
 
-def _subset(scores: QueryScores, mask: np.ndarray) -> QueryScores:
-    if scores.images is None:  # no row's per-query table exists
-        return scores
-    return scores.subset(mask)
-
-
 def _resolvable(scores: QueryScores) -> bool:
     """A paired interval over images needs two queries and two images."""
     return scores.images is not None and len(scores.images) >= 2 and len(np.unique(scores.images)) >= 2
@@ -153,9 +145,8 @@ class DatasetResults:
         self.kinds, self.files, self.extra = table_rows(cfg, paths, dataset)
         self.metrics = {item: _read(paths.metrics(EVAL_STAGE, item)) for item in [*self.kinds.values(), *self.extra]}
         present = {item: path for item, path in self.files.items() if path.exists()}
-        self.hits = per_query_scores(present, lambda t: (t["iou"] >= 0.5).to_numpy(), ["iou"])
-        self.ious = per_query_scores(present, lambda t: t["iou"].to_numpy(), ["iou"])
-        self.overall = overall_iou_scores(present)
+        self.by_metric = mask_scores(present)  # MASK_METRICS key -> per-query scores of every row
+        self.hits = self.by_metric["prec_at_0.5"]
         self.queries = (pd.read_parquet(next(iter(present.values())), columns=["image_id", "split", "novel_words"])
                         if present else pd.DataFrame(columns=["image_id", "split", "novel_words"]))
 
@@ -167,9 +158,8 @@ class DatasetResults:
         return self.kinds.get(kind)
 
     def scores(self, mask: np.ndarray) -> dict[str, QueryScores]:
-        """The queries of `mask`, per metric of METRICS."""
-        return {"prec_at_0.5": _subset(self.hits, mask), "overall_iou": _subset(self.overall, mask),
-                "mean_iou": _subset(self.ious, mask)}
+        """The queries of `mask`, per metric of MASK_METRICS."""
+        return {key: scores.subset(mask) for key, scores in self.by_metric.items()}
 
     def mask(self, split: str, novel: bool | None = None) -> np.ndarray:
         m = (self.queries["split"] == split).to_numpy(dtype=bool)
@@ -432,9 +422,9 @@ def _seed_study(cfg: Config, paths: Paths) -> dict:
 
 
 def _claim_tables(cfg: Config, scores: dict[str, QueryScores], pairs, note: str | None) -> list[str]:
-    """One significance table per metric of METRICS (prec@0.5, overall IoU, mean IoU)."""
+    """One significance table per metric of MASK_METRICS (prec@0.5, overall IoU, mean IoU)."""
     kwargs = {"seed_note": note} if note else {"in_seed_study": False}
-    return [line for key, label in METRICS for line in significance_table(scores[key], pairs, cfg.run.seed, label,
+    return [line for key, label in MASK_METRICS for line in significance_table(scores[key], pairs, cfg.run.seed, label,
                                                                          **kwargs)]
 
 
@@ -466,13 +456,13 @@ def _claims_section(cfg: Config, results: list[DatasetResults], note: str | None
                     details += [f"### `{r.dataset}` ({r.name}), split `{split}`", "",
                                 "Too few queries or images for an interval.", ""]
                 continue
-            intervals = {key: claim_intervals(scores[key], pairs, cfg.run.seed) for key, _ in METRICS}
+            intervals = {key: claim_intervals(scores[key], pairs, cfg.run.seed) for key, _ in MASK_METRICS}
             for pair in pairs:
                 a, b = pair
                 ka, kb = kinds[pair]
                 row = [f"`{r.dataset}` {split}", f"{SHORT[ka]} > {SHORT[kb]}",
                        f"{_paper_gap(r, ka, kb, _PREC_05)} / {_paper_gap(r, ka, kb, _OVERALL_IOU)}"]
-                for key, _ in METRICS:
+                for key, _ in MASK_METRICS:
                     d = intervals[key].get(pair)
                     row += ([f"{100 * d.difference:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
                              VERDICT_TEXT[d.verdict]] if d else ["not run", "–"])
@@ -484,7 +474,7 @@ def _claims_section(cfg: Config, results: list[DatasetResults], note: str | None
     if not summary:
         return lines + ["No two rows of a claim have been evaluated.", ""], verdicts
     lines += markdown_table(["dataset, split", "claim", "paper gap: prec@0.5 / overall IoU",
-                             *[h for _, label in METRICS for h in (f"ours: {label} gap [95%]", label)]], summary)
+                             *[h for _, label in MASK_METRICS for h in (f"ours: {label} gap [95%]", label)]], summary)
     return lines + details, verdicts
 
 
@@ -532,7 +522,7 @@ def _novel_section(cfg: Config, results: list[DatasetResults], note: str | None)
             if pairs and _resolvable(scores["prec_at_0.5"]):
                 lines += [f"The claim {SHORT[NOVEL_CLAIM[0]]} > {SHORT[NOVEL_CLAIM[1]]} on this subset:", "",
                           *_claim_tables(cfg, scores, pairs, note)]
-                for metric, _ in METRICS:
+                for metric, _ in MASK_METRICS:
                     for (a, b), d in claim_intervals(scores[metric], pairs, cfg.run.seed).items():
                         verdicts[f"novel/{r.dataset}/{split}/{a}>{b}/{metric}"] = VERDICT_TEXT[d.verdict]
             elif pairs:

@@ -393,7 +393,8 @@ def run_study(cfg: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame, fl
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             done = list(pool.map(_run_unit, [cfg] * len(dispatch), [paths] * len(dispatch),
                                  [seed for seed, _ in dispatch], [model for _, model in dispatch]))
-    results = [dict(zip(dispatch, done))[unit] for unit in units]
+    by_unit = dict(zip(dispatch, done))
+    results = [by_unit[unit] for unit in units]
     rows = [row for unit_rows, _, _ in results for row in unit_rows]
     hits = pd.concat([h for _, unit_hits, _ in results for h in unit_hits], ignore_index=True)
     return pd.DataFrame(rows), hits, sum(seconds for _, _, seconds in results)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refexp.reporting.significance import QueryScores, overall_iou_scores, per_query_scores, significance_table
+from refexp.reporting.significance import QueryScores, mask_scores, per_query_scores, significance_table
 
 
 def _write(path, regions, iou):
@@ -58,8 +58,12 @@ def test_overall_iou_claims_resample_pixel_counts_by_image(tmp_path):
         t["iou"] = t["intersection"] / t["union"]
         tables[name] = tmp_path / f"{name}.parquet"
         t.to_parquet(tables[name])
-    overall = overall_iou_scores(tables)
+    scores = mask_scores(tables)
+    overall = scores["overall_iou"]
     assert overall.denominators["a"].tolist() == union.tolist()
+    # The same read gives the per-query IoU and the hits at 0.5.
+    assert scores["mean_iou"]["a"] == pytest.approx(np.full(36, 0.6)) and scores["mean_iou"]["b"] == pytest.approx(0.3)
+    assert scores["prec_at_0.5"]["a"].tolist() == [1.0] * 36 and scores["prec_at_0.5"]["b"].tolist() == [0.0] * 36
     assert overall["a"].sum() / overall.denominators["a"].sum() == pytest.approx(0.6)
     lines = significance_table(overall, [("a", "b"), ("b", "a")], seed=0, metric="overall IoU")
     assert "overall IoU, paired bootstrap over the 12 test images" in lines[0]
