@@ -174,14 +174,26 @@ def _train_once(cfg: Config, paths: Paths, cache: bool, steps: int) -> dict:
         metrics = text_objseg.train(run_cfg, tmp_paths, VARIANT, "highres", progress=False)
         wall = time.perf_counter() - started
         curve = pd.read_csv(tmp_paths.plots(text_objseg.STAGE["highres"], VARIANT))
-    batch = cfg.training.merged(section.highres_training).batch_size
-    # The curve's samples_per_s is cumulative: seconds at a logged step = step * batch / rate.
+    per_step = expressions_per_step(cfg, paths)
+    # The curve's samples_per_s is cumulative: seconds at a logged step = step * samples per step / rate.
     first = curve.iloc[0]
-    seconds_first = first["step"] * batch / first["samples_per_s"]
-    after = (steps - first["step"]) * batch / (metrics["train/seconds"] - seconds_first)
+    seconds_first = first["step"] * per_step / first["samples_per_s"]
+    after = (steps - first["step"]) * per_step / (metrics["train/seconds"] - seconds_first)
     return {"samples_per_s": metrics["train/samples_per_s"], "after_first_log": after,
             "first_log_step": int(first["step"]), "setup_s": wall - metrics["train/seconds"],
-            "tuples": metrics["train/tuples"], "images": metrics["train/images"], "batch": batch}
+            "tuples": metrics["train/tuples"], "images": metrics["train/images"]}
+
+
+def expressions_per_step(cfg: Config, paths: Paths) -> float:
+    """Training samples (expressions) per step: batch_size images with up to expressions_per_image each;
+    over an epoch, batch_size x tuples / groups (text_objseg.ImageGroups)."""
+    s = cfg.text_objseg
+    batch = cfg.training.merged(s.highres_training).batch_size
+    if s.expressions_per_image == 1:
+        return float(batch)
+    rows, _, _ = text_objseg.training_rows(cfg, paths)
+    groups = sum(-(-int(n) // s.expressions_per_image) for n in rows.groupby("image_path").size())
+    return batch * len(rows) / groups
 
 
 def training_speed(cfg: Config, paths: Paths, steps: int) -> dict:
@@ -195,7 +207,8 @@ def training_speed(cfg: Config, paths: Paths, steps: int) -> dict:
     backbone.eval()
     with torch.no_grad():
         forward = timed(lambda: backbone(images), 10)
-    return {"batch": batch, "backbone_raw": batch / raw, "backbone_forward": batch / forward,
+    return {"batch": batch, "per_step": expressions_per_step(cfg, paths),
+            "backbone_raw": batch / raw, "backbone_forward": batch / forward,
             "cached": _train_once(cfg, paths, True, steps), "uncached": _train_once(cfg, paths, False, steps),
             "steps": steps}
 
@@ -277,10 +290,12 @@ def markdown(cfg: Config, paths: Paths, rows: list[dict], props: dict, train: di
     pipeline = _pipeline_rate(paths)
     lines += [
         "",
-        f"Training the high-resolution model (engine `fit`, {train['steps']} steps, batch {train['batch']}, "
-        f"{c['tuples']:,} trainval tuples on {c['images']} images, a temporary models directory), beside the "
-        f"backbone `{s.backbone}` at the same input ({s.input_size} px) and batch (mean of 10 steps after 2 "
-        "warm-up steps, random pixels):", "",
+        f"Training the high-resolution model (engine `fit`, {train['steps']} steps of {train['batch']} images "
+        f"with up to {s.expressions_per_image} expressions each, {train['per_step']:.1f} expressions a step on "
+        f"average; {c['tuples']:,} trainval tuples on {c['images']} images, a temporary models directory), beside "
+        f"the backbone `{s.backbone}` at the same input ({s.input_size} px) and {train['batch']} images a step "
+        "(mean of 10 steps after 2 warm-up steps, random pixels). A training sample is an (image, expression) "
+        "pair; a backbone sample is an image:", "",
         "| measurement | samples/s | ms per sample | one-time setup (s) |",
         "|---|---|---|---|",
         f"| baseline: backbone raw forward+backward | {train['backbone_raw']:.1f} | "
@@ -295,7 +310,8 @@ def markdown(cfg: Config, paths: Paths, rows: list[dict], props: dict, train: di
         f"- With the cache the training step never runs the backbone (it trains the 1x1 fc head, the LSTM, the "
         f"classifier and the deconvolution on the cached maps), so it runs at {c['samples_per_s'] / train['backbone_raw']:.1f}x "
         f"the backbone's raw forward+backward speed; without it, at {u['samples_per_s'] / train['backbone_raw']:.2f}x "
-        "(the frozen body costs a forward pass and no backward). "
+        "(the frozen body costs a forward pass and no backward). In images (each with its expressions), the "
+        f"cached training runs {c['samples_per_s'] * train['batch'] / train['per_step']:.1f} images/s. "
         f"The cache costs {c['setup_s'] - u['setup_s']:.1f} s once (setup: reading the images and full-size labels, "
         "building the model, and with the cache the body over every training image).",
         f"- Samples/s are the engine's train/samples_per_s over all {train['steps']} steps; from step "

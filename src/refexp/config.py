@@ -483,6 +483,11 @@ class TextObjSegConfig(Section):
     # Compute the fixed conv body's maps once per image instead of every step: exact (those layers never
     # change and run in eval mode), in memory (C x h x w floats per image: for the embedded world only).
     cache_frozen_features: bool = False
+    # Training batches of `batch_size` images, each with up to this many of its expressions: the image side
+    # (body, fc head, the classifier's visual term) runs once per image instead of once per expression.
+    # 1 = one expression per image in a batch, as the released code's batches are. (With a trained body, its
+    # batch norm then sees each image once, not once per expression.)
+    expressions_per_image: int = Field(1, ge=1)
     input_size: int = Field(512, ge=16)  # W = H
     model: TextObjSegModelConfig = TextObjSegModelConfig()
     weight_decay: float = Field(0.0005, ge=0.0)

@@ -146,3 +146,86 @@ def test_cached_body_maps_train_the_same_model(mask_world):
         states.append(torch.load(text_objseg.model_dir(paths, "lowres", "text_objseg") / "model.pt", weights_only=True))
         assert metrics["train/steps"] == 6
     assert all(torch.allclose(states[0][k], states[1][k], atol=1e-5) for k in states[0])
+
+
+def test_image_groups_partition_the_rows_by_image(mask_world):
+    """Each training row in exactly one group, a group's rows all of one image, at most k of them, the
+    same groups for the same seed; collate_groups stacks one body map per image and names each row's."""
+    import torch
+
+    from refexp.paths import Paths
+    from refexp.training import text_objseg
+
+    cfg = tiny_config()
+    paths = Paths.from_config(cfg)
+    rows, vocab, _ = text_objseg.training_rows(cfg, paths)
+    examples = text_objseg.build_examples(rows, vocab, paths.root, 32, 20, 8)
+    examples.body_maps = torch.randn(len(examples.images), 5, 4, 4)
+    groups = text_objseg.ImageGroups.of(examples, 3, seed=0)
+    flat = torch.cat(groups.groups)
+    assert sorted(flat.tolist()) == list(range(len(examples)))
+    assert all(len(g) <= 3 and len(set(examples.image_index[g].tolist())) == 1 for g in groups.groups)
+    assert len(groups) == sum(-(-int((examples.image_index == i).sum()) // 3) for i in range(len(examples.images)))
+    again = text_objseg.ImageGroups.of(examples, 3, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(groups.groups, again.groups))
+    assert any(not torch.equal(a, b) for a, b in zip(groups.groups, text_objseg.ImageGroups.of(examples, 3, seed=1).groups))
+
+    batch = text_objseg.collate_groups([groups[0], groups[1]])
+    first, second = groups.groups[0], groups.groups[1]
+    assert batch["body_maps"].shape == (2, 5, 4, 4)
+    assert batch["image_of"].tolist() == [0] * len(first) + [1] * len(second)
+    assert torch.equal(batch["labels"], examples.labels[torch.cat([first, second])])
+    assert torch.equal(batch["lengths"], examples.lengths[torch.cat([first, second])])
+    assert torch.equal(batch["body_maps"][1], examples.body_maps[examples.image_index[second[0]]])
+
+
+def test_image_groups_hold_distinct_regions_where_the_image_has_enough():
+    """Each region's paraphrases go to different groups: 4 regions x 2 expressions -> two groups of the 4
+    regions; 2 regions (3 + 1 expressions) in groups of 2 -> the second region shares the first group only."""
+    import numpy as np
+    import torch
+
+    from refexp.training import text_objseg
+
+    regions = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 5])
+    image_index = torch.tensor([0] * 8 + [1] * 4)
+    examples = text_objseg.SegmentationExamples(
+        images=torch.zeros(2, 3, 8, 8, dtype=torch.uint8), image_index=image_index,
+        tokens=torch.ones(12, 1, dtype=torch.long), lengths=torch.ones(12, dtype=torch.long),
+        labels=torch.zeros(12, 1, 1, dtype=torch.uint8), letterboxes=[], regions=regions)
+    for seed in range(5):
+        groups = [sorted(regions[g.numpy()].tolist()) for g in text_objseg.ImageGroups.of(examples, 4, seed).groups]
+        assert groups[:2] == [[0, 1, 2, 3], [0, 1, 2, 3]]
+        assert groups[2] == [4, 4, 4, 5]
+        pairs = [sorted(regions[g.numpy()].tolist()) for g in text_objseg.ImageGroups.of(examples, 2, seed).groups]
+        assert all(len(set(p)) == 2 for p in pairs[:4]) and sorted(map(tuple, pairs[4:])) == [(4, 4), (4, 5)]
+
+
+def test_grouped_batches_train_and_resume_to_the_same_weights(mask_world, monkeypatch):
+    """expressions_per_image > 1 trains (the loss falls) through the engine, and a run cut short resumes
+    to the uninterrupted run's weights."""
+    import shutil
+
+    import torch
+
+    from refexp.paths import Paths
+    from refexp.training import text_objseg
+    from refexp.training.engine import fit
+
+    cfg = tiny_config(freeze_conv=True, cache_frozen_features=True, expressions_per_image=2,
+                      lowres_training={"steps": 30, "batch_size": 4})
+    paths = Paths.from_config(cfg)
+    metrics = text_objseg.train(cfg, paths, "text_objseg", "lowres", progress=False)
+    assert metrics["train/steps"] == 30 and metrics["train/tuples"] == 32
+    curve = pd.read_csv(mask_world / "reports/plots/train_text_objseg_lowres/text_objseg.csv")
+    assert curve["loss"].iloc[-3:].mean() < curve["loss"].iloc[:3].mean()
+    whole = torch.load(text_objseg.model_dir(paths, "lowres", "text_objseg") / "model.pt", weights_only=True)
+
+    shutil.rmtree(text_objseg.model_dir(paths, "lowres", "text_objseg"))
+    with monkeypatch.context() as m:  # killed after 12 steps (checkpoint written)
+        m.setattr(text_objseg, "fit", lambda *a, **k: fit(*a, **{**k, "stop_after_steps": 12}))
+        cut = text_objseg.train(cfg, paths, "text_objseg", "lowres", progress=False)
+    assert cut["train/stopped_early"]
+    text_objseg.train(cfg, paths, "text_objseg", "lowres", progress=False)
+    resumed = torch.load(text_objseg.model_dir(paths, "lowres", "text_objseg") / "model.pt", weights_only=True)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

@@ -190,35 +190,39 @@ class TextObjSeg(nn.Module):
         return self
 
     def coarse(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
-               body_maps: torch.Tensor | None = None) -> torch.Tensor:
+               body_maps: torch.Tensor | None = None, image_of: torch.Tensor | None = None) -> torch.Tensor:
         """body_maps: the fixed conv body's output, precomputed (exact when freeze_conv: that part never
-        changes and runs in eval mode), instead of images."""
+        changes and runs in eval mode), instead of images. image_of (B,): expression -> its image among
+        the G images given (several expressions of one image share its image side); None: one image each."""
         fmap = self.image_net.head(body_maps) if body_maps is not None else self.image_net(images)
-        visual = F.normalize(fmap, dim=1).permute(0, 2, 3, 1)  # (B, h, w, Dim), unit length per cell
+        visual = F.normalize(fmap, dim=1).permute(0, 2, 3, 1)  # (G, h, w, Dim), unit length per cell
         _, h, w, dim = visual.shape
         text = self.text(tokens, lengths)  # (B, Dtext)
         where = spatial_channels(h, w, self.spatial, visual.device).permute(1, 2, 0)  # (h, w, 8 or 2)
         # The first 1x1 conv over the concatenation [visual, tiled text, where] is a sum of three matmuls;
-        # the text's term is computed once per expression instead of at every cell (same scores, tests).
+        # the text's term is computed once per expression and the visual term once per image instead of at
+        # every cell of every expression (same scores, tests).
         first, last = self.classifier[0], self.classifier[2]
         weight = first.weight[:, :, 0, 0]  # (hidden, Dim + Dtext + spatial)
-        hidden = (F.linear(visual, weight[:, :dim])  # (B, h, w, hidden)
-                  + F.linear(text, weight[:, dim:dim + text.shape[1]], first.bias)[:, None, None, :]  # (B, 1, 1, hidden)
-                  + F.linear(where, weight[:, dim + text.shape[1]:]))  # (h, w, hidden)
+        seen = F.linear(visual, weight[:, :dim]) + F.linear(where, weight[:, dim + text.shape[1]:])  # (G, h, w, hidden)
+        if image_of is not None:
+            seen = seen[image_of]  # (B, h, w, hidden)
+        hidden = seen + F.linear(text, weight[:, dim:dim + text.shape[1]], first.bias)[:, None, None, :]  # (B, h, w, hidden)
         scores = F.linear(F.relu(hidden), last.weight[:, :, 0, 0], last.bias)  # (B, h, w, 1)
         return scores.permute(0, 3, 1, 2)  # (B, 1, h, w)
 
     def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
-                body_maps: torch.Tensor | None = None) -> torch.Tensor:
-        scores = self.coarse(images, tokens, lengths, body_maps)  # (B, 1, h, w)
+                body_maps: torch.Tensor | None = None, image_of: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.coarse(images, tokens, lengths, body_maps, image_of)  # (B, 1, h, w)
         return self.upsample(scores) if self.upsample is not None else scores  # (B, 1, H, W) or (B, 1, h, w)
 
 
 def weighted_logistic_loss(scores: torch.Tensor, labels: torch.Tensor, foreground: float, background: float
                            ) -> torch.Tensor:
-    """Mean over pixels of alpha_f * y * log(1 + e^-s) + alpha_b * (1 - y) * log(1 + e^s) (Sec. 3.4)."""
+    """Mean over pixels of alpha_f * y * log(1 + e^-s) + alpha_b * (1 - y) * log(1 + e^s) (Sec. 3.4): torch's
+    logistic loss weighted per pixel by alpha_f or alpha_b (one fused kernel, ~3x faster than the sum)."""
     labels = labels.to(scores.dtype)
-    return (foreground * labels * F.softplus(-scores) + background * (1 - labels) * F.softplus(scores)).mean()
+    return F.binary_cross_entropy_with_logits(scores, labels, weight=background + (foreground - background) * labels)
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -71,10 +71,13 @@ class ExpressionClassifier(nn.Module):
         return self.mlp(self.text(tokens, lengths))  # (B, M)
 
 
-def category_foreground(p_image: torch.Tensor, p_text: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: p_image (B, M + 1, H, W) with background first, p_text (B, M) -> (B, H, W), the dot product
-    over the M classes at each pixel (background takes no part: no expression is of class background)."""
-    return torch.einsum("bmhw,bm->bhw", p_image[:, 1:], p_text)
+def category_foreground(p_image: torch.Tensor, p_text: torch.Tensor, image_of: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """Eq. 1: p_image (G, M + 1, H, W) with background first, p_text (B, M) -> (B, H, W), the dot product
+    over the M classes at each pixel (background takes no part: no expression is of class background).
+    image_of (B,): each expression's image among the G (None: G = B, one each)."""
+    objects = p_image[:, 1:] if image_of is None else p_image[image_of, 1:]  # (B, M, H, W)
+    return torch.einsum("bmhw,bm->bhw", objects, p_text)
 
 
 class FusedSegmentation(nn.Module):
@@ -110,16 +113,17 @@ class FusedSegmentation(nn.Module):
         return self
 
     def branches(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
-                 body_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(p1, p2), each (B, H, W)."""
-        p1 = torch.sigmoid(self.segmentation(images, tokens, lengths, body_maps)[:, 0])  # (B, H, W)
-        p_image = self.category.probabilities(images, p1.shape[-2:], body_maps)  # (B, M + 1, H, W)
+                 body_maps: torch.Tensor | None = None, image_of: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p1, p2), each (B, H, W); image_of (B,) as TextObjSeg's: both image sides run once per image."""
+        p1 = torch.sigmoid(self.segmentation(images, tokens, lengths, body_maps, image_of)[:, 0])  # (B, H, W)
+        p_image = self.category.probabilities(images, p1.shape[-2:], body_maps)  # (G, M + 1, H, W)
         p_text = self.classifier(tokens, lengths).softmax(1)  # (B, M)
-        return p1, category_foreground(p_image, p_text)
+        return p1, category_foreground(p_image, p_text, image_of)
 
     def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
-                body_maps: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fuse(*self.branches(images, tokens, lengths, body_maps))  # (B, H, W)
+                body_maps: torch.Tensor | None = None, image_of: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fuse(*self.branches(images, tokens, lengths, body_maps, image_of))  # (B, H, W)
 
     def fuse(self, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
         """Eq. 2 on the branches' (B, H, W) probabilities."""

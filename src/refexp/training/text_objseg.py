@@ -65,6 +65,7 @@ class SegmentationExamples(Dataset):
     letterboxes: list[Letterbox]  # per image
     no_known_word: int = 0  # expressions whose every word is <unk>
     body_maps: torch.Tensor | None = None  # (N_img, C, h, w): the fixed conv body's output, when cached
+    regions: np.ndarray | None = None  # (N,) row -> its region (an int code), to group distinct regions
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -95,6 +96,68 @@ class SegmentationExamples(Dataset):
         if self.labels is not None:
             item["label"] = self.labels[i]
         return item
+
+
+GROUP_STREAM = 37  # second key of the generator that groups each image's expressions
+
+
+@dataclass
+class ImageGroups(Dataset):
+    """Training items of up to k expressions of one image (text_objseg.expressions_per_image): a batch of
+    G items holds G images, so the image side runs once per image (collate_groups, TextObjSeg image_of).
+    Each image's rows are shuffled once by a seeded generator, dealt so that a group holds distinct
+    regions where the image has enough (every region's r-th expression before any region's (r+1)-th: the
+    refer datasets give each region ~2 paraphrases, which would otherwise share groups), and cut into
+    groups of k; the engine's seeded epoch order then shuffles the groups."""
+
+    examples: SegmentationExamples
+    groups: list[torch.Tensor]  # row indices of examples, all of one image
+
+    @classmethod
+    def of(cls, examples: SegmentationExamples, k: int, seed: int) -> "ImageGroups":
+        rng = np.random.default_rng([seed, GROUP_STREAM])
+        order = np.argsort(examples.image_index.numpy(), kind="stable")
+        starts = np.searchsorted(examples.image_index.numpy()[order], np.arange(len(examples.images) + 1))
+        groups = []
+        for image in range(len(examples.images)):
+            rows = rng.permutation(order[starts[image]:starts[image + 1]])
+            if examples.regions is not None:
+                seen: dict[int, int] = {}
+                rank = [seen.__setitem__(r, seen.get(r, -1) + 1) or seen[r] for r in examples.regions[rows].tolist()]
+                rows = rows[np.argsort(rank, kind="stable")]
+            groups += [torch.from_numpy(rows[i:i + k]) for i in range(0, len(rows), k)]
+        return cls(examples, groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict:
+        rows, ex = self.groups[i], self.examples
+        image = ex.image_index[rows[0]]
+        item = {"tokens": ex.tokens[rows], "length": ex.lengths[rows]}  # (k, T), (k,)
+        if ex.body_maps is not None:
+            item["body_map"] = ex.body_maps[image]
+        else:
+            item["image"] = ex.images[image]
+        if ex.labels is not None:
+            item["label"] = ex.labels[rows]  # (k, h, w) or (k, S, S)
+        return item
+
+
+def collate_groups(items: list[dict]) -> dict:
+    """ImageGroups items -> a batch of B expressions on G images: image_of (B,) names each one's image."""
+    width = max(int(it["length"].max()) for it in items)
+    counts = torch.tensor([len(it["length"]) for it in items])
+    batch = {"tokens": torch.cat([it["tokens"][:, :width] for it in items]),  # (B, T)
+             "lengths": torch.cat([it["length"] for it in items]),  # (B,)
+             "image_of": torch.repeat_interleave(torch.arange(len(items)), counts)}  # (B,) in [0, G)
+    if "body_map" in items[0]:
+        batch["body_maps"] = torch.stack([it["body_map"] for it in items])  # (G, C, h, w)
+    else:
+        batch["images"] = torch.stack([it["image"] for it in items]).float().div_(255.0)  # (G, 3, S, S)
+    if "label" in items[0]:
+        batch["labels"] = torch.cat([it["label"] for it in items])  # (B, h, w) or (B, S, S)
+    return batch
 
 
 def encode_tokens(token_lists, vocab: Vocab, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -157,7 +220,8 @@ def build_examples(df: pd.DataFrame, vocab: Vocab, root: Path, size: int, max_to
             mask = decode_rle(r.mask_rle, int(r.image_height), int(r.image_width))
             full = boxes[image_index[row]].mask(mask)
             labels[row] = torch.from_numpy(any_positive_downsample(full, label_stride) if label_stride > 1 else full)
-    return SegmentationExamples(images, image_index, tokens, lengths, labels, boxes, unknown)
+    regions = pd.factorize(pd.MultiIndex.from_arrays([df["image_path"], df["region_id"]]))[0] if "region_id" in df else None
+    return SegmentationExamples(images, image_index, tokens, lengths, labels, boxes, unknown, regions=regions)
 
 
 def collate(items: list[dict]) -> dict:
@@ -206,7 +270,8 @@ def make_loss_fn(model: TextObjSeg, weights: tuple[float, float], weight_decay: 
     decayed = decay_groups(model, weight_decay)[0]["params"]  # chosen once, not on every step
 
     def loss_fn(model: TextObjSeg, batch: dict):
-        scores = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))[:, 0]  # (B, h, w) or (B, S, S)
+        scores = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"),
+                       batch.get("image_of"))[:, 0]  # (B, h, w) or (B, S, S)
         cls = weighted_logistic_loss(scores, batch["labels"], *weights)
         decay = sum((p.float() ** 2).sum() for p in decayed)
         loss = cls + 0.5 * weight_decay * decay
@@ -230,6 +295,7 @@ def seg_key(s: TextObjSegConfig, run: dict, resolution: str, files: list[Path], 
     import refexp.models.text_objseg
 
     params = {**s.model_dump(include={"backbone", "pretrained", "freeze_conv", "cache_frozen_features", "input_size",
+                                      "expressions_per_image",
                                       "weight_decay", f"{resolution}_loss_weights"}),
               **run, "resolution": resolution}
     return run_key(files, [refexp.models.text_objseg, refexp.models.backbones, refexp.data.letterbox,
@@ -288,9 +354,11 @@ def fit_resolution(cfg: Config, paths: Paths, model: TextObjSeg, train_rows: pd.
     if s.cache_frozen_features:
         examples.cache_body_maps(model.image_net)
     weights_fb = s.lowres_loss_weights if resolution == "lowres" else s.highres_loss_weights
-    metrics = fit(model, examples, make_loss_fn(model, weights_fb, s.weight_decay), training, out_dir,
-                  seed=cfg.run.seed, collate_fn=collate, curve_path=curve_path, deterministic=cfg.run.deterministic,
-                  progress=progress, run_key=key_of(files))
+    grouped = s.expressions_per_image > 1
+    dataset = ImageGroups.of(examples, s.expressions_per_image, cfg.run.seed) if grouped else examples
+    metrics = fit(model, dataset, make_loss_fn(model, weights_fb, s.weight_decay), training, out_dir,
+                  seed=cfg.run.seed, collate_fn=collate_groups if grouped else collate, curve_path=curve_path,
+                  deterministic=cfg.run.deterministic, progress=progress, run_key=key_of(files))
     if not metrics.get("train/stopped_early"):
         save_torch(model.state_dict(), out_dir / MODEL_FILE)
     metrics.update({"train/tuples": len(examples), "train/images": len(examples.images),

@@ -454,17 +454,22 @@ def train_full(cfg: Config, paths: Paths, dataset: str, progress: bool = True) -
     fg, bg = s.highres_loss_weights
 
     def loss_fn(model: FusedSegmentation, batch: dict):
-        p = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"))  # (B, S, S)
+        p = model(batch.get("images"), batch["tokens"], batch["lengths"], batch.get("body_maps"),
+                  batch.get("image_of"))  # (B, S, S)
         loss = weighted_probability_loss(p, batch["labels"], fg, bg)
         return loss, {"train/alpha": float(model.alpha.detach())}
 
+    grouped = s.expressions_per_image > 1  # as the LSTM-CNN rows train (text_objseg.fit_resolution)
+    items = text_objseg.ImageGroups.of(examples, s.expressions_per_image, cfg.run.seed) if grouped else examples
     params = {"dataset": dataset, "variant": v.model_dump(), "loss_weights": [fg, bg],
+              "expressions_per_image": s.expressions_per_image,
               "vision_text_only": cfg.vision_text_only.model_dump(include={"glove_file", "glove_vocabulary",
                                                                            "synthesized_dataset", "synthesized_ratio",
                                                                            "synthesized_instances"})}
     out = full_dir(paths, dataset)
-    metrics = fit(model, examples, loss_fn, training_config(cfg, "full"), out, seed=cfg.run.seed,
-                  collate_fn=text_objseg.collate, curve_path=paths.plots(STAGE["full"], dataset),
+    metrics = fit(model, items, loss_fn, training_config(cfg, "full"), out, seed=cfg.run.seed,
+                  collate_fn=text_objseg.collate_groups if grouped else text_objseg.collate,
+                  curve_path=paths.plots(STAGE["full"], dataset),
                   deterministic=cfg.run.deterministic, progress=progress,
                   run_key=_modules_key(files + init_files, params))
     if not metrics.get("train/stopped_early"):

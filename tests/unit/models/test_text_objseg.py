@@ -98,6 +98,28 @@ def test_the_factored_classifier_equals_the_1x1_convs_over_the_tiled_concatenati
         assert torch.allclose(model(images, tokens, lengths), reference, atol=1e-6)
 
 
+@pytest.mark.parametrize("upsample", [False, True])
+def test_expressions_sharing_an_image_get_the_scores_and_gradients_of_repeated_images(upsample):
+    """image_of runs the image side once per image: the same scores, and the same gradients for every
+    parameter, as feeding each expression its own copy of its image (the body fixed, as the recipe has
+    it: a trained body's batch norm would see each image once instead of once per expression)."""
+    torch.manual_seed(0)
+    model = TextObjSeg(SmallFcnMap("tiny", pretrained=False, dim=16), vocab_size=20, embed_dim=8, text_hidden=12,
+                       classifier_hidden=10, upsample=upsample, freeze_conv=True).train()
+    images = torch.rand(2, 3, 64, 64)
+    tokens = torch.tensor([[3, 4, 0], [5, 0, 0], [6, 7, 8], [9, 3, 0]])
+    lengths, image_of = torch.tensor([2, 1, 3, 2]), torch.tensor([0, 0, 1, 0])
+    shared = model(images, tokens, lengths, image_of=image_of)
+    repeated = model(images[image_of], tokens, lengths)
+    assert shared.shape == repeated.shape == ((4, 1, 64, 64) if upsample else (4, 1, 8, 8))
+    assert torch.allclose(shared, repeated, atol=1e-6)
+    weights = torch.randn_like(shared)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad((shared * weights).sum(), params)
+    want = torch.autograd.grad((repeated * weights).sum(), params)
+    assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, want))
+
+
 def test_the_text_state_is_taken_at_the_last_word():
     model = _small(False).eval()
     tokens = torch.tensor([[3, 4, 0, 0], [3, 4, 9, 9]])
@@ -111,6 +133,18 @@ def test_weighted_logistic_loss_by_hand():
     sp = F.softplus
     expected = (3 * sp(torch.tensor(-0.0)) + sp(torch.tensor(2.0)) + 3 * sp(torch.tensor(1.0)) + sp(torch.tensor(0.5))) / 4
     assert weighted_logistic_loss(scores, labels, 3.0, 1.0) == pytest.approx(float(expected))
+
+
+def test_weighted_logistic_loss_equals_the_two_softplus_terms_far_from_zero():
+    """The fused kernel against the Sec. 3.4 sum written out, on scores up to +-40 (no overflow either way)."""
+    torch.manual_seed(0)
+    scores = (40 * torch.rand(4, 16, 16) - 20).requires_grad_()
+    labels = (torch.rand(4, 16, 16) < 0.3).to(torch.uint8)
+    y = labels.float()
+    written = (1.0 * y * F.softplus(-scores) + (1 / 3) * (1 - y) * F.softplus(scores)).mean()
+    fused = weighted_logistic_loss(scores, labels, 1.0, 1 / 3)
+    assert torch.isfinite(fused) and fused.item() == pytest.approx(written.item(), rel=1e-6)
+    assert torch.allclose(torch.autograd.grad(fused, scores)[0], torch.autograd.grad(written, scores)[0], atol=1e-9)
 
 
 def test_weight_decay_on_weights_only():

@@ -129,3 +129,21 @@ def test_glove_embeddings_are_copied_in_and_not_trainable():
     matrix = torch.randn(12, 6)
     classifier = ExpressionClassifier(12, 6, 8, 8, 3, embeddings=matrix, freeze_embeddings=True)
     assert torch.equal(classifier.text.embed.weight, matrix) and not classifier.text.embed.weight.requires_grad
+
+
+def test_fused_expressions_sharing_an_image_get_the_probabilities_and_gradients_of_repeated_images():
+    """image_of runs both image sides (the LSTM-CNN's and the category FCN's) once per image: the same
+    p_fg and the same gradients as giving each expression its own copy of its image."""
+    seg, category, classifier = _tiny_parts()
+    model = FusedSegmentation(seg, category, classifier).train()  # the fixed parts in eval mode, as in training
+    images = torch.rand(2, 3, 32, 32)
+    tokens, lengths = torch.tensor([[4, 5, 0], [6, 0, 0], [7, 8, 9]]), torch.tensor([2, 1, 3])
+    image_of = torch.tensor([1, 0, 1])
+    shared, repeated = model(images, tokens, lengths, image_of=image_of), model(images[image_of], tokens, lengths)
+    assert shared.shape == repeated.shape == (3, 32, 32)
+    assert torch.allclose(shared, repeated, atol=1e-6)
+    params = [p for p in model.parameters() if p.requires_grad]
+    labels = torch.rand(3, 32, 32) > 0.5
+    got = torch.autograd.grad(weighted_probability_loss(shared, labels, 1.0, 1 / 3), params)
+    want = torch.autograd.grad(weighted_probability_loss(repeated, labels, 1.0, 1 / 3), params)
+    assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
