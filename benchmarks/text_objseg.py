@@ -161,14 +161,15 @@ def evaluation_speed(cfg: Config, paths: Paths) -> tuple[list[dict], dict]:
     return rows, props
 
 
-def _train_once(cfg: Config, paths: Paths, cache: bool, steps: int, one_per_image: bool = False) -> dict:
-    """one_per_image: the released code's batches (expressions_per_image 1) of as many expressions per step
-    as the grouped batches hold on average."""
+def _train_once(cfg: Config, paths: Paths, cache: bool, steps: int, per_step: float,
+                one_per_image: bool = False) -> dict:
+    """per_step: the params' expressions per step (expressions_per_step); one_per_image: the released code's
+    batches (expressions_per_image 1) of that many expressions, rounded."""
     s = cfg.text_objseg
     training = {**s.highres_training, "steps": steps}
     update = {"cache_frozen_features": cache, "highres_training": training}
     if one_per_image:
-        training["batch_size"] = round(expressions_per_step(cfg, paths))
+        per_step = training["batch_size"] = round(per_step)
         update["expressions_per_image"] = 1
     section = s.model_copy(update=update)
     run_cfg = cfg.model_copy(update={"text_objseg": section})
@@ -182,7 +183,6 @@ def _train_once(cfg: Config, paths: Paths, cache: bool, steps: int, one_per_imag
         metrics = text_objseg.train(run_cfg, tmp_paths, VARIANT, "highres", progress=False)
         wall = time.perf_counter() - started
         curve = pd.read_csv(tmp_paths.plots(text_objseg.STAGE["highres"], VARIANT))
-    per_step = expressions_per_step(run_cfg, paths)
     # The curve's samples_per_s is cumulative: seconds at a logged step = step * samples per step / rate.
     first = curve.iloc[0]
     seconds_first = first["step"] * per_step / first["samples_per_s"]
@@ -215,10 +215,12 @@ def training_speed(cfg: Config, paths: Paths, steps: int) -> dict:
     backbone.eval()
     with torch.no_grad():
         forward = timed(lambda: backbone(images), 10)
-    return {"batch": batch, "per_step": expressions_per_step(cfg, paths),
+    per_step = expressions_per_step(cfg, paths)  # reads the training rows once
+    return {"batch": batch, "per_step": per_step,
             "backbone_raw": batch / raw, "backbone_forward": batch / forward,
-            "cached": _train_once(cfg, paths, True, steps), "uncached": _train_once(cfg, paths, False, steps),
-            "one_per_image": _train_once(cfg, paths, True, steps, one_per_image=True),
+            "cached": _train_once(cfg, paths, True, steps, per_step),
+            "uncached": _train_once(cfg, paths, False, steps, per_step),
+            "one_per_image": _train_once(cfg, paths, True, steps, per_step, one_per_image=True),
             "steps": steps}
 
 
