@@ -122,8 +122,8 @@ class ImageGroups(Dataset):
         for image in range(len(examples.images)):
             rows = rng.permutation(order[starts[image]:starts[image + 1]])
             if examples.regions is not None:
-                seen: dict[int, int] = {}
-                rank = [seen.__setitem__(r, seen.get(r, -1) + 1) or seen[r] for r in examples.regions[rows].tolist()]
+                region = examples.regions[rows]
+                rank = pd.Series(region).groupby(region).cumcount().to_numpy()  # r: the region's r-th row here
                 rows = rows[np.argsort(rank, kind="stable")]
             groups += [torch.from_numpy(rows[i:i + k]) for i in range(0, len(rows), k)]
         return cls(examples, groups)
@@ -151,13 +151,24 @@ def collate_groups(items: list[dict]) -> dict:
     batch = {"tokens": torch.cat([it["tokens"][:, :width] for it in items]),  # (B, T)
              "lengths": torch.cat([it["length"] for it in items]),  # (B,)
              "image_of": torch.repeat_interleave(torch.arange(len(items)), counts)}  # (B,) in [0, G)
-    if "body_map" in items[0]:
-        batch["body_maps"] = torch.stack([it["body_map"] for it in items])  # (G, C, h, w)
-    else:
-        batch["images"] = torch.stack([it["image"] for it in items]).float().div_(255.0)  # (G, 3, S, S)
     if "label" in items[0]:
         batch["labels"] = torch.cat([it["label"] for it in items])  # (B, h, w) or (B, S, S)
-    return batch
+    return batch | image_side(items)
+
+
+def image_side(items: list[dict]) -> dict:
+    """The items' images (G, 3, S, S) in [0, 1], or their fixed conv body's maps (G, C, h, w)."""
+    if "body_map" in items[0]:
+        return {"body_maps": torch.stack([it["body_map"] for it in items])}
+    return {"images": torch.stack([it["image"] for it in items]).float().div_(255.0)}
+
+
+def training_items(examples: SegmentationExamples, expressions_per_image: int, seed: int):
+    """(dataset, collate_fn) of a training run: ImageGroups of up to expressions_per_image expressions
+    with collate_groups, or (1) one expression per item, the released code's batching."""
+    if expressions_per_image > 1:
+        return ImageGroups.of(examples, expressions_per_image, seed), collate_groups
+    return examples, collate
 
 
 def encode_tokens(token_lists, vocab: Vocab, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -228,13 +239,9 @@ def collate(items: list[dict]) -> dict:
     width = max(int(it["length"]) for it in items)
     batch = {"tokens": torch.stack([it["tokens"][:width] for it in items]),  # (B, T)
              "lengths": torch.stack([it["length"] for it in items])}  # (B,)
-    if "body_map" in items[0]:
-        batch["body_maps"] = torch.stack([it["body_map"] for it in items])  # (B, C, h, w)
-    else:
-        batch["images"] = torch.stack([it["image"] for it in items]).float().div_(255.0)  # (B, 3, S, S)
     if "label" in items[0]:
         batch["labels"] = torch.stack([it["label"] for it in items])  # (B, h, w) or (B, S, S)
-    return batch
+    return batch | image_side(items)
 
 
 # ---------------------------------------------------------------- model
@@ -354,10 +361,9 @@ def fit_resolution(cfg: Config, paths: Paths, model: TextObjSeg, train_rows: pd.
     if s.cache_frozen_features:
         examples.cache_body_maps(model.image_net)
     weights_fb = s.lowres_loss_weights if resolution == "lowres" else s.highres_loss_weights
-    grouped = s.expressions_per_image > 1
-    dataset = ImageGroups.of(examples, s.expressions_per_image, cfg.run.seed) if grouped else examples
+    dataset, collate_fn = training_items(examples, s.expressions_per_image, cfg.run.seed)
     metrics = fit(model, dataset, make_loss_fn(model, weights_fb, s.weight_decay), training, out_dir,
-                  seed=cfg.run.seed, collate_fn=collate_groups if grouped else collate, curve_path=curve_path,
+                  seed=cfg.run.seed, collate_fn=collate_fn, curve_path=curve_path,
                   deterministic=cfg.run.deterministic, progress=progress, run_key=key_of(files))
     if not metrics.get("train/stopped_early"):
         save_torch(model.state_dict(), out_dir / MODEL_FILE)

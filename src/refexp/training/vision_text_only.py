@@ -459,8 +459,7 @@ def train_full(cfg: Config, paths: Paths, dataset: str, progress: bool = True) -
         loss = weighted_probability_loss(p, batch["labels"], fg, bg)
         return loss, {"train/alpha": float(model.alpha.detach())}
 
-    grouped = s.expressions_per_image > 1  # as the LSTM-CNN rows train (text_objseg.fit_resolution)
-    items = text_objseg.ImageGroups.of(examples, s.expressions_per_image, cfg.run.seed) if grouped else examples
+    items, collate_fn = text_objseg.training_items(examples, s.expressions_per_image, cfg.run.seed)  # as the rows train
     params = {"dataset": dataset, "variant": v.model_dump(), "loss_weights": [fg, bg],
               "expressions_per_image": s.expressions_per_image,
               "vision_text_only": cfg.vision_text_only.model_dump(include={"glove_file", "glove_vocabulary",
@@ -468,7 +467,7 @@ def train_full(cfg: Config, paths: Paths, dataset: str, progress: bool = True) -
                                                                            "synthesized_instances"})}
     out = full_dir(paths, dataset)
     metrics = fit(model, items, loss_fn, training_config(cfg, "full"), out, seed=cfg.run.seed,
-                  collate_fn=text_objseg.collate_groups if grouped else text_objseg.collate,
+                  collate_fn=collate_fn,
                   curve_path=paths.plots(STAGE["full"], dataset),
                   deterministic=cfg.run.deterministic, progress=progress,
                   run_key=_modules_key(files + init_files, params))
