@@ -30,7 +30,7 @@ E2E_OVERRIDES: dict = {
                     "n_box_proposals": 10, "grabcut_iterations": 1},
     "grn": {"model": {"text_hidden": 8, "gate_hidden": 8, "fc_dim": 8}, "training": {"steps": 4, "batch_size": 8},
             "rpn": {"training": {"steps": 3, "batch_size": 4}, "proposals_per_image": 5}, "figure_examples": 1},
-    "vision_text_only": {"glove_vocabulary": 2000, "lowres_training": {"steps": 4}, "highres_training": {"steps": 4},
+    "vision_text_only": {"glove_vocabulary": 2000, "lowres_training": {"steps": 4, "warmup_steps": 2}, "highres_training": {"steps": 4},
                          "full_training": {"steps": 3}, "figure_examples": 1,
                          "category": {"fcn_hidden": 8, "fcn_training": {"steps": 3, "batch_size": 4}, "text_hidden": 8,
                                       "mlp_hidden": 8, "classifier_training": {"steps": 3, "batch_size": 8}}},

@@ -273,6 +273,9 @@ class TrainingConfig(Section):
         if self.batch_size % self.devices:
             raise ValueError(f"batch_size {self.batch_size} does not split over devices {self.devices}: each "
                              "device takes batch_size / devices samples of every global batch")
+        if self.warmup_steps > self.steps:  # the learning rate would never reach lr
+            raise ValueError(f"warmup_steps {self.warmup_steps} exceeds steps {self.steps}: the learning rate "
+                             "would never reach lr")
         return self
 
     def merged(self, overrides: Mapping[str, Any] | None, source: str = "training overrides") -> "TrainingConfig":

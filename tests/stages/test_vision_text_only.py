@@ -20,7 +20,7 @@ SMALL = {
     "training": {"checkpoint_every": 5, "log_every": 2},
     "vision_text_only": {
         "glove_vocabulary": 3000, "synthesized_ratio": 0.5, "full_training": {"steps": 6, "batch_size": 8},
-        "lowres_training": {"steps": 12}, "highres_training": {"steps": 6},
+        "lowres_training": {"steps": 12, "warmup_steps": 3}, "highres_training": {"steps": 6},
         "category": {"fcn_hidden": 8, "fcn_training": {"steps": 10, "batch_size": 4}, "text_hidden": 8, "mlp_hidden": 8,
                      "classifier_training": {"steps": 20, "batch_size": 8}}},
 }

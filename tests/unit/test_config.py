@@ -126,3 +126,13 @@ def test_every_training_override_is_validated_at_load(override, where, key):
     with pytest.raises(ConfigError) as err:
         parse_config(raw, "params.yaml")
     assert f"invalid params in {where}" in str(err.value) and key in str(err.value)
+
+
+def test_a_warmup_longer_than_its_run_is_refused_where_it_is_set():
+    # text_objseg's 300 high-res steps under a 400-step warm-up would never reach their lr
+    raw = deep_merge(_raw(), {"text_objseg": {"highres_training": {"warmup_steps": 400}}})
+    with pytest.raises(ConfigError, match=r"(?s)text_objseg\.highres_training:.*warmup_steps 400 exceeds steps 300"):
+        parse_config(raw, "params.yaml")
+    # 150 fits: the high-res stage (300 steps) and the fused model's 200, which inherits it
+    cfg = parse_config(deep_merge(_raw(), {"text_objseg": {"highres_training": {"warmup_steps": 150}}}))
+    assert cfg.training.merged(cfg.text_objseg.highres_training).warmup_steps == 150

@@ -107,9 +107,11 @@ def test_config_rejects_rows_the_paper_does_not_define():
 
 
 def test_training_schedules_chain_text_objseg_then_the_papers_overrides():
-    cfg = _config(lowres_training={"steps": 7})
+    cfg = _config(lowres_training={"steps": 7, "lr": 0.004, "warmup_steps": 3})
     merged = vto.training_config(cfg, "lowres")
-    assert merged.steps == 7 and merged.lr == cfg.training.merged(cfg.text_objseg.lowres_training).lr
+    segmentation = cfg.training.merged(cfg.text_objseg.lowres_training)
+    assert (merged.steps, merged.lr, merged.warmup_steps) == (7, 0.004, 3)  # the paper's overrides win
+    assert merged.batch_size == segmentation.batch_size and merged.schedule == segmentation.schedule
     full = vto.training_config(cfg, "full")
     assert np.isclose(full.lr, cfg.vision_text_only.full_training["lr"])
     assert full.batch_size == cfg.training.merged(cfg.text_objseg.highres_training).batch_size
